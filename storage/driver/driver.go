@@ -1,0 +1,110 @@
+// Package driver defines the byte store that Berth's content model sits on.
+//
+// The interface is deliberately small and object-store shaped: whole-file
+// reads and writes, ranged reads, resumable appends, stat, list, move and
+// delete. Nothing relies on renaming a directory, so an S3-compatible store
+// can implement it. Paths are slash-separated and absolute ("/docker/…");
+// drivers reject paths that are not clean.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"regexp"
+	"time"
+)
+
+// Driver is a byte store. All methods are safe for concurrent use.
+type Driver interface {
+	// GetContent returns the whole content of the file at path.
+	GetContent(ctx context.Context, path string) ([]byte, error)
+	// PutContent writes content to path atomically: a reader sees the old
+	// content or the new one, never a part, and after a crash the same holds.
+	PutContent(ctx context.Context, path string, content []byte) error
+	// Reader opens the file at path for reading from offset. An offset at or
+	// past the end yields an empty reader.
+	Reader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+	// Writer opens a resumable writer for path. With append false any
+	// existing content is discarded; with append true writing continues at
+	// the end of what earlier writers committed.
+	Writer(ctx context.Context, path string, append bool) (FileWriter, error)
+	// Stat describes the file or directory at path.
+	Stat(ctx context.Context, path string) (FileInfo, error)
+	// List returns the full paths of the direct children of the directory
+	// at path, in no particular order.
+	List(ctx context.Context, path string) ([]string, error)
+	// Move moves the file at src to dst, replacing dst. It is atomic for
+	// readers of dst where the store allows (a rename on a filesystem).
+	Move(ctx context.Context, src, dst string) error
+	// Delete removes the file or the whole tree at path.
+	Delete(ctx context.Context, path string) error
+}
+
+// FileWriter writes one file. Nothing written is durable before Commit.
+type FileWriter interface {
+	io.Writer
+	// Size is the file's size so far, including earlier appends.
+	Size() int64
+	// Commit makes everything written durable (fsync on a filesystem).
+	// The writer may be used further after a Commit.
+	Commit(ctx context.Context) error
+	// Cancel discards the file.
+	Cancel(ctx context.Context) error
+	// Close releases the writer; what was written before is kept, though it
+	// is durable only if committed.
+	Close() error
+}
+
+// FileInfo describes a stored file or directory.
+type FileInfo struct {
+	Path    string
+	Size    int64
+	ModTime time.Time
+	IsDir   bool
+}
+
+// ErrNotFound is returned (wrapped in a *PathError) when a path does not exist.
+var ErrNotFound = errors.New("path not found")
+
+// ErrInvalidPath is returned (wrapped in a *PathError) for a path that is not
+// absolute and clean.
+var ErrInvalidPath = errors.New("invalid path")
+
+// PathError records the path an operation failed on.
+type PathError struct {
+	Op   string
+	Path string
+	Err  error
+}
+
+func (e *PathError) Error() string { return fmt.Sprintf("driver: %s %s: %v", e.Op, e.Path, e.Err) }
+
+// Unwrap returns the cause, so errors.Is(err, ErrNotFound) works.
+func (e *PathError) Unwrap() error { return e.Err }
+
+var pathComponent = regexp.MustCompile(`^[A-Za-z0-9._:@+-]+$`)
+
+// CheckPath reports whether p is a path a driver accepts: absolute, clean,
+// and made of components of letters, digits and ._:@+- that are not "." or
+// "..". Drivers call it on every path they are given.
+func CheckPath(op, p string) error {
+	if p == "/" {
+		return nil
+	}
+	if len(p) < 2 || p[0] != '/' || path.Clean(p) != p {
+		return &PathError{Op: op, Path: p, Err: ErrInvalidPath}
+	}
+	for i, start := 1, 1; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			c := p[start:i]
+			if c == "." || c == ".." || !pathComponent.MatchString(c) {
+				return &PathError{Op: op, Path: p, Err: ErrInvalidPath}
+			}
+			start = i + 1
+		}
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+// Package drivertest is the test suite every storage driver must pass. A
+// driver's own test calls Run with a constructor for empty drivers.
+package drivertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// Run runs the suite. newDriver must return an empty driver each call.
+func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, d driver.Driver)
+	}{
+		{"PutGet", testPutGet},
+		{"NotFound", testNotFound},
+		{"InvalidPaths", testInvalidPaths},
+		{"ReaderOffset", testReaderOffset},
+		{"WriterResume", testWriterResume},
+		{"WriterTruncate", testWriterTruncate},
+		{"WriterCancel", testWriterCancel},
+		{"List", testList},
+		{"Move", testMove},
+		{"Delete", testDelete},
+		{"ConcurrentPut", testConcurrentPut},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDriver(t)) })
+	}
+}
+
+var ctx = context.Background()
+
+func mustPut(t *testing.T, d driver.Driver, p, content string) {
+	t.Helper()
+	if err := d.PutContent(ctx, p, []byte(content)); err != nil {
+		t.Fatalf("PutContent(%s): %v", p, err)
+	}
+}
+
+func mustGet(t *testing.T, d driver.Driver, p string) string {
+	t.Helper()
+	b, err := d.GetContent(ctx, p)
+	if err != nil {
+		t.Fatalf("GetContent(%s): %v", p, err)
+	}
+	return string(b)
+}
+
+func testPutGet(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/a/b/c", "one")
+	if got := mustGet(t, d, "/a/b/c"); got != "one" {
+		t.Fatalf("got %q", got)
+	}
+	mustPut(t, d, "/a/b/c", "two, longer")
+	if got := mustGet(t, d, "/a/b/c"); got != "two, longer" {
+		t.Fatalf("after overwrite got %q", got)
+	}
+	fi, err := d.Stat(ctx, "/a/b/c")
+	if err != nil || fi.Size != int64(len("two, longer")) || fi.IsDir {
+		t.Fatalf("Stat file = %+v, %v", fi, err)
+	}
+	fi, err = d.Stat(ctx, "/a/b")
+	if err != nil || !fi.IsDir {
+		t.Fatalf("Stat dir = %+v, %v", fi, err)
+	}
+	mustPut(t, d, "/empty", "")
+	if got := mustGet(t, d, "/empty"); got != "" {
+		t.Fatalf("empty file read %q", got)
+	}
+}
+
+func testNotFound(t *testing.T, d driver.Driver) {
+	checks := map[string]error{}
+	_, checks["GetContent"] = d.GetContent(ctx, "/missing")
+	_, checks["Reader"] = d.Reader(ctx, "/missing", 0)
+	_, checks["Stat"] = d.Stat(ctx, "/missing")
+	_, checks["List"] = d.List(ctx, "/missing")
+	checks["Move"] = d.Move(ctx, "/missing", "/other")
+	checks["Delete"] = d.Delete(ctx, "/missing")
+	for op, err := range checks {
+		if !errors.Is(err, driver.ErrNotFound) {
+			t.Errorf("%s on a missing path: got %v, want ErrNotFound", op, err)
+		}
+		var pe *driver.PathError
+		if !errors.As(err, &pe) {
+			t.Errorf("%s: error %v is not a *PathError", op, err)
+		}
+	}
+}
+
+func testInvalidPaths(t *testing.T, d driver.Driver) {
+	for _, p := range []string{"", "a", "/a/../b", "/a/./b", "/a/", "//a", "/a//b", "/..", "/a/b\\c", "/a b", "/a/\x00"} {
+		if err := d.PutContent(ctx, p, []byte("x")); !errors.Is(err, driver.ErrInvalidPath) {
+			t.Errorf("PutContent(%q) = %v, want ErrInvalidPath", p, err)
+		}
+		if _, err := d.GetContent(ctx, p); !errors.Is(err, driver.ErrInvalidPath) {
+			t.Errorf("GetContent(%q) = %v, want ErrInvalidPath", p, err)
+		}
+	}
+	if err := d.Delete(ctx, "/"); err == nil {
+		t.Error("Delete(/) succeeded")
+	}
+}
+
+func testReaderOffset(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/f", "0123456789")
+	for _, tc := range []struct {
+		off  int64
+		want string
+	}{{0, "0123456789"}, {3, "3456789"}, {10, ""}, {25, ""}} {
+		r, err := d.Reader(ctx, "/f", tc.off)
+		if err != nil {
+			t.Fatalf("Reader(%d): %v", tc.off, err)
+		}
+		b, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || string(b) != tc.want {
+			t.Errorf("Reader(%d) read %q, %v; want %q", tc.off, b, err, tc.want)
+		}
+	}
+}
+
+func testWriterResume(t *testing.T, d driver.Driver) {
+	w, err := d.Writer(ctx, "/up/data", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 6 {
+		t.Fatalf("Size = %d", w.Size())
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w, err = d.Writer(ctx, "/up/data", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 6 {
+		t.Fatalf("resumed Size = %d, want 6", w.Size())
+	}
+	payload := bytes.Repeat([]byte("w"), 1<<20)
+	if _, err := w.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	got := mustGet(t, d, "/up/data")
+	if got != "hello "+string(payload) {
+		t.Fatalf("resumed content has %d bytes, want %d", len(got), 6+len(payload))
+	}
+}
+
+func testWriterTruncate(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/t", "old content")
+	w, err := d.Writer(ctx, "/t", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 0 {
+		t.Fatalf("Size = %d after truncating open", w.Size())
+	}
+	w.Write([]byte("new"))
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if got := mustGet(t, d, "/t"); got != "new" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func testWriterCancel(t *testing.T, d driver.Driver) {
+	w, err := d.Writer(ctx, "/c/data", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("doomed"))
+	if err := w.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Stat(ctx, "/c/data"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("cancelled file still there: %v", err)
+	}
+}
+
+func testList(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/l/a", "1")
+	mustPut(t, d, "/l/b/c", "2")
+	mustPut(t, d, "/l/b/d", "3")
+	got, err := d.List(ctx, "/l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"/l/a", "/l/b"}; !slices.Equal(got, want) {
+		t.Fatalf("List = %v, want %v", got, want)
+	}
+}
+
+func testMove(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/m/src", "moved")
+	mustPut(t, d, "/n/dst", "replaced")
+	if err := d.Move(ctx, "/m/src", "/n/dst"); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, d, "/n/dst"); got != "moved" {
+		t.Fatalf("dst = %q", got)
+	}
+	if _, err := d.Stat(ctx, "/m/src"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("src still there: %v", err)
+	}
+	mustPut(t, d, "/m/src2", "x")
+	if err := d.Move(ctx, "/m/src2", "/new/deep/dir/dst"); err != nil {
+		t.Fatalf("move into a new directory: %v", err)
+	}
+}
+
+func testDelete(t *testing.T, d driver.Driver) {
+	mustPut(t, d, "/tree/a/b", "1")
+	mustPut(t, d, "/tree/c", "2")
+	mustPut(t, d, "/keep", "3")
+	if err := d.Delete(ctx, "/tree"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Stat(ctx, "/tree/a/b"); !errors.Is(err, driver.ErrNotFound) {
+		t.Fatalf("deleted tree still has files: %v", err)
+	}
+	if got := mustGet(t, d, "/keep"); got != "3" {
+		t.Fatalf("sibling damaged: %q", got)
+	}
+}
+
+// testConcurrentPut writes one path from many goroutines: every read must see
+// one whole version, never a mix or a part.
+func testConcurrentPut(t *testing.T, d driver.Driver) {
+	versions := make([]string, 8)
+	for i := range versions {
+		versions[i] = string(bytes.Repeat([]byte(fmt.Sprint(i)), 64<<10))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range versions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 4 {
+				if err := d.PutContent(ctx, "/race", []byte(versions[i])); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 50 {
+			b, err := d.GetContent(ctx, "/race")
+			if errors.Is(err, driver.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !slices.Contains(versions, string(b)) {
+				errs <- fmt.Errorf("read a torn file of %d bytes", len(b))
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,282 @@
+// Package filesystem is the storage driver for a local directory, with the
+// same on-disk shape as CNCF Distribution's filesystem driver: the driver path
+// "/docker/registry/v2/…" is the file "<root>/docker/registry/v2/…".
+package filesystem
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// tempPrefix marks files being written by PutContent. List never returns
+// them, so a crash between create and rename leaves nothing visible.
+const tempPrefix = ".tmp-"
+
+// Driver stores files under a root directory. Create it with New.
+type Driver struct {
+	root string
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New returns a driver rooted at dir, creating dir if needed.
+func New(dir string) (*Driver, error) {
+	if dir == "" {
+		return nil, errors.New("filesystem driver: root directory is empty")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, err
+	}
+	return &Driver{root: abs}, nil
+}
+
+// Root is the directory the driver stores files under.
+func (d *Driver) Root() string { return d.root }
+
+func (d *Driver) full(op, p string) (string, error) {
+	if err := driver.CheckPath(op, p); err != nil {
+		return "", err
+	}
+	return filepath.Join(d.root, filepath.FromSlash(p)), nil
+}
+
+// wrap turns a filesystem error into a driver error.
+func wrap(op, p string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		err = driver.ErrNotFound
+	}
+	return &driver.PathError{Op: op, Path: p, Err: err}
+}
+
+// GetContent implements driver.Driver.
+func (d *Driver) GetContent(ctx context.Context, p string) ([]byte, error) {
+	full, err := d.full("get", p)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(full)
+	return b, wrap("get", p, err)
+}
+
+// PutContent implements driver.Driver: temp file, fsync, rename, fsync of
+// the directory.
+func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error {
+	full, err := d.full("put", p)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(full)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return wrap("put", p, err)
+	}
+	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return wrap("put", p, err)
+	}
+	_, err = tmp.Write(content)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), full)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return wrap("put", p, err)
+	}
+	return wrap("put", p, syncDir(dir))
+}
+
+// Reader implements driver.Driver. The reader is an *os.File, so copying it
+// to a network connection can use sendfile.
+func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadCloser, error) {
+	full, err := d.full("read", p)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(full)
+	if err != nil {
+		return nil, wrap("read", p, err)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, wrap("read", p, err)
+		}
+	}
+	return f, nil
+}
+
+// Writer implements driver.Driver.
+func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.FileWriter, error) {
+	full, err := d.full("write", p)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return nil, wrap("write", p, err)
+	}
+	flags := os.O_WRONLY | os.O_CREATE
+	if append {
+		flags |= os.O_APPEND
+	} else {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(full, flags, 0o644)
+	if err != nil {
+		return nil, wrap("write", p, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, wrap("write", p, err)
+	}
+	return &fileWriter{f: f, path: p, size: st.Size()}, nil
+}
+
+type fileWriter struct {
+	f         *os.File
+	path      string
+	size      int64
+	dirSynced bool
+}
+
+func (w *fileWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	w.size += int64(n)
+	return n, wrap("write", w.path, err)
+}
+
+func (w *fileWriter) Size() int64 { return w.size }
+
+func (w *fileWriter) Commit(ctx context.Context) error {
+	if err := w.f.Sync(); err != nil {
+		return wrap("commit", w.path, err)
+	}
+	if !w.dirSynced {
+		if err := syncDir(filepath.Dir(w.f.Name())); err != nil {
+			return wrap("commit", w.path, err)
+		}
+		w.dirSynced = true
+	}
+	return nil
+}
+
+func (w *fileWriter) Cancel(ctx context.Context) error {
+	w.f.Close()
+	return wrap("cancel", w.path, os.Remove(w.f.Name()))
+}
+
+func (w *fileWriter) Close() error {
+	err := w.f.Close()
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return wrap("close", w.path, err)
+}
+
+// Stat implements driver.Driver.
+func (d *Driver) Stat(ctx context.Context, p string) (driver.FileInfo, error) {
+	full, err := d.full("stat", p)
+	if err != nil {
+		return driver.FileInfo{}, err
+	}
+	st, err := os.Stat(full)
+	if err != nil {
+		return driver.FileInfo{}, wrap("stat", p, err)
+	}
+	return driver.FileInfo{Path: p, Size: st.Size(), ModTime: st.ModTime(), IsDir: st.IsDir()}, nil
+}
+
+// List implements driver.Driver.
+func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
+	full, err := d.full("list", p)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(full)
+	if err != nil {
+		return nil, wrap("list", p, err)
+	}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tempPrefix) {
+			continue
+		}
+		out = append(out, path.Join(p, e.Name()))
+	}
+	return out, nil
+}
+
+// Move implements driver.Driver with a rename followed by an fsync of the
+// destination directory.
+func (d *Driver) Move(ctx context.Context, src, dst string) error {
+	fsrc, err := d.full("move", src)
+	if err != nil {
+		return err
+	}
+	fdst, err := d.full("move", dst)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(fsrc); err != nil {
+		return wrap("move", src, err)
+	}
+	dir := filepath.Dir(fdst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return wrap("move", dst, err)
+	}
+	if err := os.Rename(fsrc, fdst); err != nil {
+		return wrap("move", dst, err)
+	}
+	return wrap("move", dst, syncDir(dir))
+}
+
+// Delete implements driver.Driver.
+func (d *Driver) Delete(ctx context.Context, p string) error {
+	full, err := d.full("delete", p)
+	if err != nil {
+		return err
+	}
+	if full == d.root {
+		return &driver.PathError{Op: "delete", Path: p, Err: driver.ErrInvalidPath}
+	}
+	if _, err := os.Lstat(full); err != nil {
+		return wrap("delete", p, err)
+	}
+	return wrap("delete", p, os.RemoveAll(full))
+}
+
+// syncDir makes a directory's entries durable. Windows cannot fsync a
+// directory; NTFS journals metadata itself.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	return err
+}
