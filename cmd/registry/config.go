@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/berth-registry/berth/internal/config"
+)
+
+// Config is the registry's configuration file. Keys and meanings follow CNCF
+// Distribution's config.yml for what Berth supports; every key can be set
+// from the environment as REGISTRY_<SECTION>_<KEY>.
+type Config struct {
+	// Version is the file format version; "0.1" as in Distribution.
+	Version string `yaml:"version"`
+	Log     struct {
+		// Level is debug, info (default), warn or error.
+		Level string `yaml:"level"`
+		// Formatter is text (default) or json.
+		Formatter string `yaml:"formatter"`
+		AccessLog struct {
+			// Disabled turns off the one-line-per-request log.
+			Disabled bool `yaml:"disabled"`
+		} `yaml:"accesslog"`
+	} `yaml:"log"`
+	Storage struct {
+		Filesystem struct {
+			// RootDirectory holds all data (default "data" in the working
+			// directory).
+			RootDirectory string `yaml:"rootdirectory"`
+		} `yaml:"filesystem"`
+		Delete struct {
+			// Enabled allows deleting manifests, tags and blobs. Berth's
+			// default is true (Distribution's is false).
+			Enabled bool `yaml:"enabled"`
+		} `yaml:"delete"`
+	} `yaml:"storage"`
+	HTTP struct {
+		// Addr is the listen address (default ":5000").
+		Addr string `yaml:"addr"`
+		// DrainTimeout is how long shutdown waits for requests in flight
+		// (default 30s).
+		DrainTimeout time.Duration `yaml:"draintimeout"`
+		TLS          struct {
+			// Certificate and Key are PEM files. Without them the server
+			// speaks plain HTTP and warns.
+			Certificate string `yaml:"certificate"`
+			Key         string `yaml:"key"`
+		} `yaml:"tls"`
+	} `yaml:"http"`
+}
+
+// defaultConfig is what the registry runs with when no file sets a key.
+func defaultConfig() Config {
+	var c Config
+	c.Version = "0.1"
+	c.Log.Level = "info"
+	c.Log.Formatter = "text"
+	c.Storage.Filesystem.RootDirectory = "data"
+	c.Storage.Delete.Enabled = true
+	c.HTTP.Addr = ":5000"
+	c.HTTP.DrainTimeout = 30 * time.Second
+	return c
+}
+
+// loadConfig reads path (optional) over the defaults, then the environment.
+func loadConfig(path string) (Config, error) {
+	c := defaultConfig()
+	if err := config.Load(path, "REGISTRY", &c); err != nil {
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c *Config) validate() error {
+	if c.Version != "0.1" {
+		return fmt.Errorf("config: version %q is not supported (want 0.1)", c.Version)
+	}
+	if c.Storage.Filesystem.RootDirectory == "" {
+		return fmt.Errorf("config: storage.filesystem.rootdirectory is empty")
+	}
+	if (c.HTTP.TLS.Certificate == "") != (c.HTTP.TLS.Key == "") {
+		return fmt.Errorf("config: http.tls.certificate and http.tls.key go together")
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	switch c.Log.Formatter {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log.formatter %q: want text or json", c.Log.Formatter)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return l, fmt.Errorf("config: log.level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(c Config) *slog.Logger {
+	level, _ := parseLevel(c.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Log.Formatter == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,155 @@
+// Command registry serves the OCI Distribution API.
+//
+//	registry serve [config.yml]
+//	registry version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/filesystem"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	if err := rootCommand().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "registry",
+		Short:         "Berth container registry (OCI Distribution API)",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(&cobra.Command{
+		Use:   "serve [config.yml]",
+		Short: "Serve the registry API",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := ""
+			if len(args) == 1 {
+				path = args[0]
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return serve(ctx, cfg, newLogger(cfg), nil)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "berth registry", versionString())
+		},
+	})
+	return root
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return "dev-" + s.Value
+			}
+		}
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+	}
+	return "dev"
+}
+
+// serve runs the registry until ctx ends, then drains requests in flight.
+// With ln nil it listens on cfg.HTTP.Addr; ready, if not nil, is told the
+// bound address (tests listen on ":0").
+func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
+	drv, err := filesystem.New(cfg.Storage.Filesystem.RootDirectory)
+	if err != nil {
+		return err
+	}
+	apiLog := log
+	if cfg.Log.AccessLog.Disabled {
+		apiLog = slog.New(errorsOnly{log.Handler()})
+	}
+	handler := registry.New(registry.Config{
+		Store:         storage.New(drv),
+		Logger:        apiLog,
+		DeleteEnabled: cfg.Storage.Delete.Enabled,
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return err
+	}
+	tlsOn := cfg.HTTP.TLS.Certificate != ""
+	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
+		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
+	if !tlsOn {
+		log.Warn("serving plain HTTP: configure http.tls for anything but a test or a TLS-terminating proxy")
+	}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tlsOn {
+			errc <- srv.ServeTLS(ln, cfg.HTTP.TLS.Certificate, cfg.HTTP.TLS.Key)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "drain", cfg.HTTP.DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// errorsOnly drops records below warning level (the access log).
+type errorsOnly struct{ slog.Handler }
+
+func (h errorsOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}

@@ -1,0 +1,114 @@
+package registry
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+func blobLocation(name, dg string) string { return "/v2/" + name + "/blobs/" + dg }
+
+func (h *Handler) getBlob(c *gin.Context, r Route) error {
+	ctx := c.Request.Context()
+	size, err := h.store.StatBlob(ctx, r.Name, r.Digest)
+	if err != nil {
+		return err
+	}
+	etag := `"` + r.Digest.String() + `"`
+	hdr := c.Writer.Header()
+	hdr.Set("Docker-Content-Digest", r.Digest.String())
+	hdr.Set("ETag", etag)
+	hdr.Set("Accept-Ranges", "bytes")
+	hdr.Set("Cache-Control", "max-age=31536000")
+	if inm := c.GetHeader("If-None-Match"); inm != "" && etagMatches(inm, etag) {
+		c.Status(http.StatusNotModified)
+		return nil
+	}
+	start, length, partial, err := parseRange(c.GetHeader("Range"), size)
+	if err != nil {
+		hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		return err
+	}
+	hdr.Set("Content-Type", "application/octet-stream")
+	hdr.Set("Content-Length", strconv.FormatInt(length, 10))
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+		hdr.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+length-1, 10)+"/"+strconv.FormatInt(size, 10))
+	}
+	if c.Request.Method == http.MethodHead {
+		c.Status(status)
+		return nil
+	}
+	rd, _, err := h.store.OpenBlob(ctx, r.Name, r.Digest, start)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	c.Status(status)
+	_, err = io.CopyN(c.Writer, rd, length)
+	if err != nil {
+		h.log.Warn("blob download cut short", "repository", r.Name, "digest", r.Digest, "err", err)
+	}
+	return nil
+}
+
+// etagMatches reports whether an If-None-Match header names etag.
+func etagMatches(header, etag string) bool {
+	for _, v := range strings.Split(header, ",") {
+		v = strings.TrimPrefix(strings.TrimSpace(v), "W/")
+		if v == "*" || v == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRange interprets a Range header for content of size bytes. Only one
+// range is served; a header with several is ignored (served whole), as RFC
+// 9110 allows.
+func parseRange(header string, size int64) (start, length int64, partial bool, err error) {
+	spec, ok := strings.CutPrefix(header, "bytes=")
+	if header == "" || !ok || strings.Contains(spec, ",") {
+		return 0, size, false, nil
+	}
+	first, last, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return 0, 0, false, errRangeInvalid
+	}
+	if first == "" { // suffix: the last N bytes
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n <= 0 || size == 0 {
+			return 0, 0, false, errRangeInvalid
+		}
+		n = min(n, size)
+		return size - n, n, true, nil
+	}
+	s, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || s < 0 || s >= size {
+		return 0, 0, false, errRangeInvalid
+	}
+	e := size - 1
+	if last != "" {
+		if e, err = strconv.ParseInt(last, 10, 64); err != nil || e < s {
+			return 0, 0, false, errRangeInvalid
+		}
+		e = min(e, size-1)
+	}
+	return s, e - s + 1, true, nil
+}
+
+func (h *Handler) deleteBlob(c *gin.Context, r Route) error {
+	if !h.delete {
+		return errUnsupported
+	}
+	if err := h.store.DeleteBlob(c.Request.Context(), r.Name, r.Digest); err != nil {
+		return err
+	}
+	c.Header("Content-Length", "0")
+	c.Status(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,110 @@
+package registry
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
+)
+
+func manifestLocation(name string, dg digest.Digest) string {
+	return "/v2/" + name + "/manifests/" + dg.String()
+}
+
+func (h *Handler) getManifest(c *gin.Context, r Route) error {
+	m, err := h.store.GetManifest(c.Request.Context(), r.Name, r.Reference)
+	if err != nil {
+		return err
+	}
+	if !accepts(c.Request.Header.Values("Accept"), m.MediaType) {
+		return storage.ErrManifestNotAccept
+	}
+	etag := `"` + m.Digest.String() + `"`
+	hdr := c.Writer.Header()
+	hdr.Set("Content-Type", m.MediaType)
+	hdr.Set("Docker-Content-Digest", m.Digest.String())
+	hdr.Set("ETag", etag)
+	if inm := c.GetHeader("If-None-Match"); inm != "" && etagMatches(inm, etag) {
+		c.Status(http.StatusNotModified)
+		return nil
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(m.Payload)))
+	c.Status(http.StatusOK)
+	if c.Request.Method == http.MethodGet {
+		_, _ = c.Writer.Write(m.Payload)
+	}
+	return nil
+}
+
+// accepts reports whether Accept headers admit a manifest of mediaType. No
+// Accept, a wildcard, or no manifest type at all among them admits any: only
+// a client that lists manifest types and not this one is refused (it could
+// not parse the answer), as Distribution does.
+func accepts(values []string, mediaType string) bool {
+	listsManifestTypes := false
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			switch {
+			case mt == mediaType || mt == "*/*" || mt == "application/*":
+				return true
+			case strings.Contains(mt, "manifest") || strings.HasSuffix(mt, "index.v1+json"):
+				listsManifestTypes = true
+			}
+		}
+	}
+	return !listsManifestTypes
+}
+
+func (h *Handler) putManifest(c *gin.Context, r Route) error {
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, storage.MaxManifestSize)
+	payload, err := io.ReadAll(body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return storage.ErrManifestTooLarge
+		}
+		return storage.ErrUploadInvalid
+	}
+	res, err := h.store.PutManifest(c.Request.Context(), r.Name, r.Reference, c.GetHeader("Content-Type"), payload)
+	if err != nil {
+		return err
+	}
+	c.Header("Location", manifestLocation(r.Name, res.Digest))
+	c.Header("Docker-Content-Digest", res.Digest.String())
+	if res.Subject != "" {
+		c.Header("OCI-Subject", res.Subject.String())
+	}
+	c.Header("Content-Length", "0")
+	c.Status(http.StatusCreated)
+	return nil
+}
+
+func (h *Handler) deleteManifest(c *gin.Context, r Route) error {
+	if !h.delete {
+		return errUnsupported
+	}
+	ctx := c.Request.Context()
+	var err error
+	if r.Digest != "" {
+		err = h.store.DeleteManifest(ctx, r.Name, r.Digest)
+	} else {
+		err = h.store.Untag(ctx, r.Name, r.Reference)
+	}
+	if err != nil {
+		return err
+	}
+	c.Header("Content-Length", "0")
+	c.Status(http.StatusAccepted)
+	return nil
+}

@@ -1,0 +1,206 @@
+package registry
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/berth-registry/berth/storage"
+)
+
+// Authorizer decides whether a request may have the access its route needs.
+// It returns the subject (user) to log, or an error wrapping ErrUnauthorized
+// or ErrDenied; an error that implements HeaderSetter adds its challenge to
+// the response.
+type Authorizer interface {
+	Authorize(r *http.Request, need []Access) (subject string, err error)
+}
+
+// Config is what New needs.
+type Config struct {
+	// Store holds the content. Required.
+	Store *storage.Store
+	// Logger receives the access log and errors. Nil discards them.
+	Logger *slog.Logger
+	// Authorizer checks every request. Nil lets every request through.
+	Authorizer Authorizer
+	// DeleteEnabled allows deleting manifests, tags and blobs; when false
+	// those requests get 405 UNSUPPORTED.
+	DeleteEnabled bool
+}
+
+// Handler serves the distribution API. Create it with New.
+type Handler struct {
+	engine *gin.Engine
+	store  *storage.Store
+	log    *slog.Logger
+	authz  Authorizer
+	delete bool
+}
+
+// New returns the API handler.
+func New(cfg Config) *Handler {
+	gin.SetMode(gin.ReleaseMode)
+	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	e := gin.New()
+	_ = e.SetTrustedProxies(nil)
+	e.HandleMethodNotAllowed = false
+	e.Use(h.accessLog, h.recover)
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		e.Handle(m, "/v2/*path", h.serve)
+	}
+	e.NoRoute(func(c *gin.Context) { h.fail(c, errRouteUnknown) })
+	h.engine = e
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.engine.ServeHTTP(w, r) }
+
+// Keys under which a request's route and subject reach the access log.
+const (
+	ctxRoute   = "berth.route"
+	ctxSubject = "berth.subject"
+)
+
+func (h *Handler) serve(c *gin.Context) {
+	c.Header("Docker-Distribution-API-Version", "registry/2.0")
+	route, err := ParseRoute(c.Param("path"))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Set(ctxRoute, route)
+	if h.authz != nil {
+		subject, err := h.authz.Authorize(c.Request, route.Access(c.Request.Method, c.Request.URL.Query()))
+		if subject != "" {
+			c.Set(ctxSubject, subject)
+		}
+		if err != nil {
+			h.fail(c, err)
+			return
+		}
+	}
+	if err := h.dispatch(c, route); err != nil {
+		h.fail(c, err)
+	}
+}
+
+// dispatch picks the handler for a route and method.
+func (h *Handler) dispatch(c *gin.Context, r Route) error {
+	m := c.Request.Method
+	switch r.Kind {
+	case KindBase:
+		if m == http.MethodGet || m == http.MethodHead {
+			c.Header("Content-Type", "application/json")
+			c.Header("Content-Length", "2")
+			c.Status(http.StatusOK)
+			if m == http.MethodGet {
+				_, _ = c.Writer.WriteString("{}")
+			}
+			return nil
+		}
+	case KindCatalog:
+		if m == http.MethodGet {
+			return h.getCatalog(c)
+		}
+	case KindTags:
+		if m == http.MethodGet {
+			return h.getTags(c, r)
+		}
+	case KindReferrers:
+		if m == http.MethodGet {
+			return h.getReferrers(c, r)
+		}
+	case KindManifest:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return h.getManifest(c, r)
+		case http.MethodPut:
+			return h.putManifest(c, r)
+		case http.MethodDelete:
+			return h.deleteManifest(c, r)
+		}
+	case KindBlob:
+		switch m {
+		case http.MethodGet, http.MethodHead:
+			return h.getBlob(c, r)
+		case http.MethodDelete:
+			return h.deleteBlob(c, r)
+		}
+	case KindUploadStart:
+		if m == http.MethodPost {
+			return h.startUpload(c, r)
+		}
+	case KindUpload:
+		switch m {
+		case http.MethodGet:
+			return h.uploadStatus(c, r)
+		case http.MethodPatch:
+			return h.patchUpload(c, r)
+		case http.MethodPut:
+			return h.putUpload(c, r)
+		case http.MethodDelete:
+			return h.cancelUpload(c, r)
+		}
+	}
+	return errUnsupported
+}
+
+// fail answers with err, logging it when it is an internal error.
+func (h *Handler) fail(c *gin.Context, err error) {
+	if c.Writer.Written() {
+		h.log.Error("error after the response started", "err", err)
+		return
+	}
+	c.Header("Docker-Distribution-API-Version", "registry/2.0")
+	if status := writeError(c.Writer, err); status >= 500 {
+		h.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+	}
+	c.Abort()
+}
+
+// recover turns a panic into a 500 in the OCI error format.
+func (h *Handler) recover(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			h.fail(c, fmt.Errorf("panic: %v", v))
+		}
+	}()
+	c.Next()
+}
+
+// accessLog writes one line per request.
+func (h *Handler) accessLog(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	attrs := []slog.Attr{
+		slog.String("method", c.Request.Method),
+		slog.Int("status", c.Writer.Status()),
+		slog.Int("bytes", max(c.Writer.Size(), 0)),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("remote", c.ClientIP()),
+	}
+	if v, ok := c.Get(ctxRoute); ok {
+		r := v.(Route)
+		attrs = append(attrs, slog.String("route", r.Kind.String()))
+		if r.Name != "" {
+			attrs = append(attrs, slog.String("repository", r.Name))
+		}
+	} else {
+		attrs = append(attrs, slog.String("path", c.Request.URL.Path))
+	}
+	if v, ok := c.Get(ctxSubject); ok {
+		attrs = append(attrs, slog.String("user", v.(string)))
+	}
+	h.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
+}

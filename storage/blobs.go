@@ -1,0 +1,99 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// StatBlob returns the size of blob dg if repository name has it.
+func (s *Store) StatBlob(ctx context.Context, name string, dg digest.Digest) (int64, error) {
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	if ok, err := s.exists(ctx, layerLinkPath(name, dg)); err != nil || !ok {
+		if err == nil {
+			err = ErrBlobUnknown
+		}
+		return 0, err
+	}
+	fi, err := s.d.Stat(ctx, blobDataPath(dg))
+	if err != nil {
+		return 0, notFound(err, ErrBlobUnknown)
+	}
+	return fi.Size, nil
+}
+
+// OpenBlob opens blob dg of repository name for reading from offset, and
+// returns its total size.
+func (s *Store) OpenBlob(ctx context.Context, name string, dg digest.Digest, offset int64) (io.ReadCloser, int64, error) {
+	size, err := s.StatBlob(ctx, name, dg)
+	if err != nil {
+		return nil, 0, err
+	}
+	r, err := s.d.Reader(ctx, blobDataPath(dg), offset)
+	if err != nil {
+		return nil, 0, notFound(err, ErrBlobUnknown)
+	}
+	return r, size, nil
+}
+
+// DeleteBlob removes blob dg from repository name. The content stays until
+// garbage collection, since other repositories may link it.
+func (s *Store) DeleteBlob(ctx context.Context, name string, dg digest.Digest) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	err := s.d.Delete(ctx, layerLinkPath(name, dg))
+	return notFound(err, ErrBlobUnknown)
+}
+
+// MountBlob links blob dg into repository name without copying it. With
+// from set, the blob must be in repository from; with from empty, any stored
+// copy will do. It returns the blob's size, or ErrBlobUnknown.
+func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Digest) (int64, error) {
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	var size int64
+	if from != "" {
+		sz, err := s.StatBlob(ctx, from, dg)
+		if err != nil {
+			return 0, err
+		}
+		size = sz
+	} else {
+		fi, err := s.d.Stat(ctx, blobDataPath(dg))
+		if err != nil {
+			return 0, notFound(err, ErrBlobUnknown)
+		}
+		size = fi.Size
+	}
+	return size, s.writeLink(ctx, layerLinkPath(name, dg), dg)
+}
+
+// placeBlob moves a verified upload file into the blob store. Content is
+// write-once: when the blob is already there the upload file is dropped
+// instead, which also makes concurrent uploads of one blob safe.
+func (s *Store) placeBlob(ctx context.Context, src string, dg digest.Digest, size int64) error {
+	dst := blobDataPath(dg)
+	if fi, err := s.d.Stat(ctx, dst); err == nil && fi.Size == size {
+		return s.d.Delete(ctx, src)
+	}
+	err := s.d.Move(ctx, src, dst)
+	if err != nil {
+		// Lost a race with another upload of the same content (on Windows
+		// a rename onto a file being read fails): fine if it is there now.
+		if fi, serr := s.d.Stat(ctx, dst); serr == nil && fi.Size == size {
+			return nil
+		}
+		if errors.Is(err, driver.ErrNotFound) {
+			return ErrUploadUnknown
+		}
+	}
+	return err
+}

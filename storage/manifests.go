@@ -1,0 +1,314 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// MaxManifestSize is the largest manifest accepted (4 MiB, as the OCI spec
+// suggests and Distribution enforces).
+const MaxManifestSize = 4 << 20
+
+// Manifest media types the registry stores.
+const (
+	MediaTypeDockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	MediaTypeDockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	MediaTypeOCIManifest        = v1.MediaTypeImageManifest
+	MediaTypeOCIIndex           = v1.MediaTypeImageIndex
+)
+
+// isIndex reports whether mediaType is a list of manifests.
+func isIndex(mediaType string) bool {
+	return mediaType == MediaTypeOCIIndex || mediaType == MediaTypeDockerManifestList
+}
+
+func knownManifestType(mediaType string) bool {
+	switch mediaType {
+	case MediaTypeDockerManifest, MediaTypeDockerManifestList, MediaTypeOCIManifest, MediaTypeOCIIndex:
+		return true
+	}
+	return false
+}
+
+// Manifest is a stored manifest.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Payload   []byte
+}
+
+// manifestDoc is the union of the fields of the four manifest kinds that the
+// registry looks at.
+type manifestDoc struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType,omitempty"`
+	ArtifactType  string            `json:"artifactType,omitempty"`
+	Config        *v1.Descriptor    `json:"config,omitempty"`
+	Layers        []v1.Descriptor   `json:"layers,omitempty"`
+	Manifests     []v1.Descriptor   `json:"manifests,omitempty"`
+	Subject       *v1.Descriptor    `json:"subject,omitempty"`
+	Annotations   map[string]string `json:"annotations,omitempty"`
+}
+
+// parseManifest decodes payload and settles its media type: the document's
+// own mediaType field, else the Content-Type it was sent with, else its
+// shape (an OCI index has "manifests", an OCI manifest "config").
+func parseManifest(payload []byte, contentType string) (*manifestDoc, string, error) {
+	var doc manifestDoc
+	if err := json.Unmarshal(payload, &doc); err != nil {
+		return nil, "", &ManifestInvalidError{Reason: "not valid JSON: " + err.Error()}
+	}
+	if doc.SchemaVersion != 2 {
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("schemaVersion %d is not supported", doc.SchemaVersion)}
+	}
+	header := ""
+	if contentType != "" {
+		if mt, _, err := mime.ParseMediaType(contentType); err == nil {
+			header = mt
+		}
+	}
+	mediaType := doc.MediaType
+	switch {
+	case mediaType != "":
+		if knownManifestType(header) && header != mediaType {
+			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s does not match mediaType %s", header, mediaType)}
+		}
+	case knownManifestType(header):
+		mediaType = header
+	case doc.Manifests != nil:
+		mediaType = MediaTypeOCIIndex
+	case doc.Config != nil:
+		mediaType = MediaTypeOCIManifest
+	}
+	if !knownManifestType(mediaType) {
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("unsupported manifest media type %q", mediaType)}
+	}
+	if isIndex(mediaType) {
+		if doc.Config != nil || doc.Layers != nil {
+			return nil, "", &ManifestInvalidError{Reason: "an index has no config or layers"}
+		}
+	} else if doc.Config == nil {
+		return nil, "", &ManifestInvalidError{Reason: "an image manifest needs a config"}
+	}
+	for _, d := range doc.descriptors() {
+		if err := d.Digest.Validate(); err != nil {
+			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("descriptor digest %q: %v", truncate(d.Digest.String()), err)}
+		}
+		if d.Size < 0 {
+			return nil, "", &ManifestInvalidError{Reason: "descriptor with a negative size"}
+		}
+	}
+	return &doc, mediaType, nil
+}
+
+func (m *manifestDoc) descriptors() []v1.Descriptor {
+	var ds []v1.Descriptor
+	if m.Config != nil {
+		ds = append(ds, *m.Config)
+	}
+	ds = append(ds, m.Layers...)
+	ds = append(ds, m.Manifests...)
+	if m.Subject != nil {
+		ds = append(ds, *m.Subject)
+	}
+	return ds
+}
+
+// PutManifestResult is what a stored manifest is known by.
+type PutManifestResult struct {
+	Digest digest.Digest
+	// Subject is the manifest's subject, empty when it has none.
+	Subject digest.Digest
+}
+
+// PutManifest validates payload and stores it in repository name under
+// reference ref, a tag or the manifest's digest. Every blob it references
+// (config, layers without external URLs) and every child manifest of an
+// index must already be in the repository.
+func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
+	if err := ValidateName(name); err != nil {
+		return PutManifestResult{}, err
+	}
+	if len(payload) > MaxManifestSize {
+		return PutManifestResult{}, ErrManifestTooLarge
+	}
+	alg, tag := digest.SHA256, ""
+	var refDigest digest.Digest
+	if dg, err := digest.Parse(ref); err == nil {
+		refDigest, alg = dg, dg.Algorithm()
+	} else if err := ValidateTag(ref); err != nil {
+		return PutManifestResult{}, err
+	} else {
+		tag = ref
+	}
+	if !alg.Available() {
+		return PutManifestResult{}, fmt.Errorf("%w: unsupported algorithm %s", ErrDigestInvalid, alg)
+	}
+	dg := alg.FromBytes(payload)
+	if refDigest != "" && refDigest != dg {
+		return PutManifestResult{}, &DigestMismatchError{Want: refDigest, Got: dg}
+	}
+	doc, _, err := parseManifest(payload, contentType)
+	if err != nil {
+		return PutManifestResult{}, err
+	}
+	if err := s.checkReferences(ctx, name, doc); err != nil {
+		return PutManifestResult{}, err
+	}
+
+	// Order matters for crash safety: content, then the links that make it
+	// reachable, the tag last, so a tag never points at something missing.
+	if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil {
+		return PutManifestResult{}, err
+	} else if !ok {
+		if err := s.d.PutContent(ctx, blobDataPath(dg), payload); err != nil {
+			return PutManifestResult{}, err
+		}
+	}
+	if err := s.writeLink(ctx, revisionLinkPath(name, dg), dg); err != nil {
+		return PutManifestResult{}, err
+	}
+	res := PutManifestResult{Digest: dg}
+	if doc.Subject != nil {
+		res.Subject = doc.Subject.Digest
+		if err := s.writeLink(ctx, referrerLinkPath(name, doc.Subject.Digest, dg), dg); err != nil {
+			return PutManifestResult{}, err
+		}
+	}
+	if tag != "" {
+		if err := s.writeLink(ctx, tagIndexPath(name, tag, dg), dg); err != nil {
+			return PutManifestResult{}, err
+		}
+		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
+			return PutManifestResult{}, err
+		}
+	}
+	return res, nil
+}
+
+func (s *Store) checkReferences(ctx context.Context, name string, doc *manifestDoc) error {
+	if doc.Config != nil {
+		if err := s.checkBlob(ctx, name, doc.Config.Digest); err != nil {
+			return err
+		}
+	}
+	for _, l := range doc.Layers {
+		if len(l.URLs) > 0 {
+			continue // a non-distributable layer lives elsewhere
+		}
+		if err := s.checkBlob(ctx, name, l.Digest); err != nil {
+			return err
+		}
+	}
+	for _, m := range doc.Manifests {
+		ok, err := s.exists(ctx, revisionLinkPath(name, m.Digest))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return &ManifestBlobUnknownError{Digest: m.Digest}
+		}
+	}
+	return nil
+}
+
+func (s *Store) checkBlob(ctx context.Context, name string, dg digest.Digest) error {
+	if _, err := s.StatBlob(ctx, name, dg); err != nil {
+		if errors.Is(err, ErrBlobUnknown) {
+			return &ManifestBlobUnknownError{Digest: dg}
+		}
+		return err
+	}
+	return nil
+}
+
+// ResolveManifest returns the digest that ref (a tag or a digest) names in
+// repository name.
+func (s *Store) ResolveManifest(ctx context.Context, name, ref string) (digest.Digest, error) {
+	if err := ValidateName(name); err != nil {
+		return "", err
+	}
+	dg, err := digest.Parse(ref)
+	if err != nil {
+		if ValidateTag(ref) != nil {
+			return "", ErrManifestUnknown
+		}
+		if dg, err = s.readLink(ctx, tagCurrentPath(name, ref)); err != nil {
+			return "", notFound(err, ErrManifestUnknown)
+		}
+	}
+	if ok, err := s.exists(ctx, revisionLinkPath(name, dg)); err != nil || !ok {
+		if err == nil {
+			err = ErrManifestUnknown
+		}
+		return "", err
+	}
+	return dg, nil
+}
+
+// GetManifest returns the manifest that ref names in repository name.
+func (s *Store) GetManifest(ctx context.Context, name, ref string) (*Manifest, error) {
+	dg, err := s.ResolveManifest(ctx, name, ref)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := s.d.GetContent(ctx, blobDataPath(dg))
+	if err != nil {
+		return nil, notFound(err, ErrManifestUnknown)
+	}
+	_, mediaType, err := parseManifest(payload, "")
+	if err != nil {
+		return nil, fmt.Errorf("storage: stored manifest %s: %w", dg, err)
+	}
+	return &Manifest{Digest: dg, MediaType: mediaType, Payload: payload}, nil
+}
+
+// DeleteManifest removes manifest dg from repository name, with every tag
+// that points at it and its entry in the referrers index.
+func (s *Store) DeleteManifest(ctx context.Context, name string, dg digest.Digest) error {
+	m, err := s.GetManifest(ctx, name, dg.String())
+	if err != nil {
+		return err
+	}
+	tags, err := s.allTags(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, tag := range tags {
+		cur, err := s.readLink(ctx, tagCurrentPath(name, tag))
+		if err == nil && cur == dg {
+			if err := s.d.Delete(ctx, tagPath(name, tag)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+				return err
+			}
+		}
+	}
+	if err := s.d.Delete(ctx, revisionLinkPath(name, dg)); err != nil {
+		return notFound(err, ErrManifestUnknown)
+	}
+	if doc, _, err := parseManifest(m.Payload, ""); err == nil && doc.Subject != nil {
+		err := s.d.Delete(ctx, referrerLinkPath(name, doc.Subject.Digest, dg))
+		if err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Untag removes tag from repository name; the manifest stays.
+func (s *Store) Untag(ctx context.Context, name, tag string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if ValidateTag(tag) != nil {
+		return ErrManifestUnknown
+	}
+	return notFound(s.d.Delete(ctx, tagPath(name, tag)), ErrManifestUnknown)
+}
