@@ -63,7 +63,14 @@ func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
 	}
 	tags := make([]string, 0, len(entries))
 	for _, e := range entries {
-		tags = append(tags, path.Base(e))
+		// A tag whose current link never landed (a crash while tagging)
+		// does not exist.
+		tag := path.Base(e)
+		if ok, err := s.exists(ctx, tagCurrentPath(name, tag)); err != nil {
+			return nil, err
+		} else if ok {
+			tags = append(tags, tag)
+		}
 	}
 	slices.Sort(tags)
 	return tags, nil

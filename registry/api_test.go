@@ -1,0 +1,328 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/filesystem"
+)
+
+func newTestHandler(t *testing.T, cfg Config) *Handler {
+	t.Helper()
+	d, err := filesystem.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = storage.New(d)
+	return New(cfg)
+}
+
+// step is one request and what its answer must be.
+type step struct {
+	method, path string
+	header       map[string]string
+	body         string
+	status       int
+	code         string            // OCI error code, when an error is expected
+	want         map[string]string // response headers ("" = must be absent)
+	wantBody     string
+}
+
+func run(t *testing.T, h http.Handler, steps []step) {
+	t.Helper()
+	for i, s := range steps {
+		req := httptest.NewRequest(s.method, s.path, strings.NewReader(s.body))
+		for k, v := range s.header {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		res := rec.Result()
+		body, _ := io.ReadAll(res.Body)
+		where := fmt.Sprintf("step %d: %s %s", i, s.method, s.path)
+		if res.StatusCode != s.status {
+			t.Errorf("%s: status %d, want %d (body %s)", where, res.StatusCode, s.status, body)
+			continue
+		}
+		if s.code != "" {
+			var e struct {
+				Errors []struct{ Code, Message string }
+			}
+			if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != s.code {
+				t.Errorf("%s: error body %s, want code %s", where, body, s.code)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("%s: error Content-Type %q", where, ct)
+			}
+		}
+		for k, v := range s.want {
+			if got := res.Header.Get(k); got != v {
+				t.Errorf("%s: header %s = %q, want %q", where, k, got, v)
+			}
+		}
+		if s.wantBody != "" && string(body) != s.wantBody {
+			t.Errorf("%s: body %q, want %q", where, body, s.wantBody)
+		}
+	}
+}
+
+func TestBlobAPI(t *testing.T) {
+	h := newTestHandler(t, Config{DeleteEnabled: true})
+	blob := "0123456789abcdef"
+	dg := digest.FromString(blob).String()
+	bad := digest.FromString("other").String()
+	run(t, h, []step{
+		{method: "GET", path: "/v2/", status: 200, want: map[string]string{"Docker-Distribution-API-Version": "registry/2.0"}, wantBody: "{}"},
+		{method: "GET", path: "/v2", status: 301},
+		{method: "GET", path: "/v2/a/blobs/" + dg, status: 404, code: "BLOB_UNKNOWN"},
+		{method: "HEAD", path: "/v2/a/blobs/" + dg, status: 404},
+		{method: "GET", path: "/v2/a/blobs/sha256:xyz", status: 400, code: "DIGEST_INVALID"},
+		{method: "GET", path: "/v2/A/blobs/" + dg, status: 400, code: "NAME_INVALID"},
+		{method: "GET", path: "/v2/a/../b/blobs/" + dg, status: 400, code: "NAME_INVALID"},
+		{method: "GET", path: "/v2/a/nothing", status: 404, code: "NOT_FOUND"},
+		{method: "GET", path: "/other", status: 404, code: "NOT_FOUND"},
+		{method: "PATCH", path: "/v2/a/blobs/" + dg, status: 405, code: "UNSUPPORTED"},
+		// Monolithic upload, then a wrong one.
+		{method: "POST", path: "/v2/a/blobs/uploads/?digest=" + dg, body: blob, status: 201,
+			want: map[string]string{"Location": "/v2/a/blobs/" + dg, "Docker-Content-Digest": dg}},
+		{method: "POST", path: "/v2/a/blobs/uploads/?digest=" + bad, body: blob, status: 400, code: "DIGEST_INVALID"},
+		{method: "POST", path: "/v2/a/blobs/uploads/?digest=nope", body: blob, status: 400, code: "DIGEST_INVALID"},
+		{method: "GET", path: "/v2/a/blobs/" + bad, status: 404, code: "BLOB_UNKNOWN"},
+		// Reads: whole, HEAD, ranges, conditional.
+		{method: "GET", path: "/v2/a/blobs/" + dg, status: 200, wantBody: blob,
+			want: map[string]string{"Content-Length": "16", "Docker-Content-Digest": dg, "ETag": `"` + dg + `"`, "Content-Type": "application/octet-stream"}},
+		{method: "HEAD", path: "/v2/a/blobs/" + dg, status: 200, want: map[string]string{"Content-Length": "16", "Docker-Content-Digest": dg}},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"Range": "bytes=2-5"}, status: 206, wantBody: "2345",
+			want: map[string]string{"Content-Range": "bytes 2-5/16", "Content-Length": "4"}},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"Range": "bytes=10-"}, status: 206, wantBody: "abcdef"},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"Range": "bytes=-3"}, status: 206, wantBody: "def"},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"Range": "bytes=16-20"}, status: 416, code: "RANGE_INVALID",
+			want: map[string]string{"Content-Range": "bytes */16"}},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"Range": "bytes=5-2"}, status: 416},
+		{method: "GET", path: "/v2/a/blobs/" + dg, header: map[string]string{"If-None-Match": `"` + dg + `"`}, status: 304},
+		// Mounts.
+		{method: "POST", path: "/v2/b/blobs/uploads/?mount=" + dg + "&from=a", status: 201,
+			want: map[string]string{"Location": "/v2/b/blobs/" + dg, "Docker-Content-Digest": dg}},
+		{method: "POST", path: "/v2/c/blobs/uploads/?mount=" + dg, status: 201},
+		{method: "POST", path: "/v2/d/blobs/uploads/?mount=" + bad + "&from=a", status: 202},
+		{method: "POST", path: "/v2/d/blobs/uploads/?mount=" + dg + "&from=Bad/Name", status: 400, code: "NAME_INVALID"},
+		{method: "GET", path: "/v2/b/blobs/" + dg, status: 200, wantBody: blob},
+		// Deletes unlink from one repository.
+		{method: "DELETE", path: "/v2/b/blobs/" + dg, status: 202},
+		{method: "DELETE", path: "/v2/b/blobs/" + dg, status: 404, code: "BLOB_UNKNOWN"},
+		{method: "GET", path: "/v2/b/blobs/" + dg, status: 404},
+		{method: "GET", path: "/v2/a/blobs/" + dg, status: 200},
+	})
+}
+
+func TestChunkedUploadAPI(t *testing.T) {
+	h := newTestHandler(t, Config{})
+	req := httptest.NewRequest("POST", "/v2/team/app/blobs/uploads/", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 202 || rec.Header().Get("Range") != "0-0" || rec.Header().Get("Docker-Upload-UUID") == "" {
+		t.Fatalf("POST: %d %v", rec.Code, rec.Header())
+	}
+	loc := rec.Header().Get("Location")
+	id := rec.Header().Get("Docker-Upload-UUID")
+	if loc != "/v2/team/app/blobs/uploads/"+id {
+		t.Fatalf("Location %q", loc)
+	}
+	full := "chunk-one|chunk-two|"
+	dg := digest.FromString(full).String()
+	upload := map[string]string{"Location": loc, "Docker-Upload-UUID": id}
+	with := func(m map[string]string, k, v string) map[string]string {
+		out := map[string]string{k: v}
+		for kk, vv := range m {
+			out[kk] = vv
+		}
+		return out
+	}
+	run(t, h, []step{
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "10-19"}, body: "chunk-two|", status: 416,
+			want: with(upload, "Range", "0-0")},
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "0-9"}, body: "chunk-one|", status: 202,
+			want: with(upload, "Range", "0-9")},
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "0-9"}, body: "chunk-one|", status: 416,
+			want: with(upload, "Range", "0-9")},
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "10-30"}, body: "chunk-two|", status: 400, code: "SIZE_INVALID"},
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "garbage"}, body: "x", status: 416},
+		{method: "GET", path: loc, status: 204, want: with(upload, "Range", "0-9")},
+		{method: "PATCH", path: loc, header: map[string]string{"Content-Range": "10-19"}, body: "chunk-two|", status: 202,
+			want: with(upload, "Range", "0-19")},
+		{method: "PUT", path: loc, status: 400, code: "DIGEST_INVALID"},
+		{method: "PUT", path: loc + "?digest=" + digest.FromString("x").String(), status: 400, code: "DIGEST_INVALID"},
+		{method: "PUT", path: loc + "?digest=" + dg, status: 201,
+			want: map[string]string{"Location": "/v2/team/app/blobs/" + dg, "Docker-Content-Digest": dg}},
+		{method: "GET", path: loc, status: 404, code: "BLOB_UPLOAD_UNKNOWN"},
+		{method: "GET", path: "/v2/team/app/blobs/" + dg, status: 200, wantBody: full},
+		{method: "GET", path: "/v2/team/app/blobs/uploads/not-a-session", status: 404, code: "BLOB_UPLOAD_UNKNOWN"},
+		{method: "PATCH", path: "/v2/team/app/blobs/uploads/..%2F..%2Fx", body: "x", status: 404, code: "NOT_FOUND"},
+		{method: "PATCH", path: "/v2/team/app/blobs/uploads/..", body: "x", status: 404, code: "BLOB_UPLOAD_UNKNOWN"},
+	})
+	// Final chunk in the PUT, and cancel.
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/team/app/blobs/uploads", nil))
+	loc2 := rec.Header().Get("Location")
+	run(t, h, []step{
+		{method: "PATCH", path: loc2, body: "streamed ", status: 202, want: map[string]string{"Range": "0-8"}},
+		{method: "PUT", path: loc2 + "?digest=" + digest.FromString("streamed tail").String(), body: "tail", status: 201},
+		{method: "GET", path: "/v2/team/app/blobs/" + digest.FromString("streamed tail").String(), status: 200, wantBody: "streamed tail"},
+	})
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/team/app/blobs/uploads/", nil))
+	loc3 := rec.Header().Get("Location")
+	run(t, h, []step{
+		{method: "DELETE", path: loc3, status: 204},
+		{method: "DELETE", path: loc3, status: 404, code: "BLOB_UPLOAD_UNKNOWN"},
+	})
+}
+
+func putBlobHTTP(t *testing.T, h http.Handler, name, content string) string {
+	t.Helper()
+	dg := digest.FromString(content).String()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/"+name+"/blobs/uploads/?digest="+dg, strings.NewReader(content)))
+	if rec.Code != 201 {
+		t.Fatalf("blob upload: %d %s", rec.Code, rec.Body)
+	}
+	return dg
+}
+
+func TestManifestAPI(t *testing.T) {
+	h := newTestHandler(t, Config{DeleteEnabled: true})
+	cfg := putBlobHTTP(t, h, "a", `{"architecture":"amd64"}`)
+	layer := putBlobHTTP(t, h, "a", "layer")
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":24},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":5}]}`,
+		storage.MediaTypeOCIManifest, cfg, layer)
+	mdg := digest.FromString(manifest).String()
+	artifact := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"%s","artifactType":"application/vnd.example.sig","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":24},"layers":[],"subject":{"mediaType":"%s","digest":"%s","size":%d}}`,
+		storage.MediaTypeOCIManifest, cfg, storage.MediaTypeOCIManifest, mdg, len(manifest))
+	adg := digest.FromString(artifact).String()
+	oci := map[string]string{"Content-Type": storage.MediaTypeOCIManifest}
+	huge := `{"schemaVersion":2,` + strings.Repeat(" ", storage.MaxManifestSize) + `}`
+	run(t, h, []step{
+		{method: "GET", path: "/v2/a/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "GET", path: "/v2/a/manifests/.INVALID_MANIFEST_NAME", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/.bad", header: oci, body: manifest, status: 400, code: "TAG_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: "blablabla", status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: huge, status: 413, code: "SIZE_INVALID"},
+		{method: "PUT", path: "/v2/b/manifests/latest", header: oci, body: manifest, status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/" + digest.FromString("x").String(), header: oci, body: manifest, status: 400, code: "DIGEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: manifest, status: 201,
+			want: map[string]string{"Location": "/v2/a/manifests/" + mdg, "Docker-Content-Digest": mdg, "OCI-Subject": ""}},
+		{method: "GET", path: "/v2/a/manifests/latest", header: map[string]string{"Accept": storage.MediaTypeOCIManifest}, status: 200, wantBody: manifest,
+			want: map[string]string{"Content-Type": storage.MediaTypeOCIManifest, "Docker-Content-Digest": mdg, "Content-Length": fmt.Sprint(len(manifest))}},
+		{method: "HEAD", path: "/v2/a/manifests/" + mdg, status: 200, want: map[string]string{"Content-Type": storage.MediaTypeOCIManifest, "Content-Length": fmt.Sprint(len(manifest))}},
+		{method: "GET", path: "/v2/a/manifests/latest", header: map[string]string{"Accept": storage.MediaTypeDockerManifest + ", " + storage.MediaTypeDockerManifestList}, status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "GET", path: "/v2/a/manifests/latest", header: map[string]string{"Accept": "*/*"}, status: 200},
+		{method: "PUT", path: "/v2/a/manifests/" + adg, header: oci, body: artifact, status: 201, want: map[string]string{"OCI-Subject": mdg}},
+		{method: "GET", path: "/v2/a/referrers/" + mdg + "?artifactType=application/vnd.example.sig", status: 200,
+			want: map[string]string{"Content-Type": storage.MediaTypeOCIIndex, "OCI-Filters-Applied": "artifactType"}},
+		{method: "GET", path: "/v2/a/referrers/" + mdg, status: 200, want: map[string]string{"OCI-Filters-Applied": ""}},
+		{method: "PUT", path: "/v2/a/manifests/v2", header: oci, body: manifest, status: 201},
+		{method: "GET", path: "/v2/a/tags/list", status: 200, wantBody: `{"name":"a","tags":["latest","v2"]}`},
+		{method: "GET", path: "/v2/a/tags/list?n=1", status: 200, wantBody: `{"name":"a","tags":["latest"]}`,
+			want: map[string]string{"Link": `</v2/a/tags/list?last=latest&n=1>; rel="next"`}},
+		{method: "GET", path: "/v2/a/tags/list?n=1&last=latest", status: 200, wantBody: `{"name":"a","tags":["v2"]}`, want: map[string]string{"Link": ""}},
+		{method: "GET", path: "/v2/a/tags/list?n=-1", status: 400, code: "PAGINATION_NUMBER_INVALID"},
+		{method: "GET", path: "/v2/nothing/tags/list", status: 404, code: "NAME_UNKNOWN"},
+		{method: "GET", path: "/v2/_catalog", status: 200, wantBody: `{"repositories":["a"]}`},
+		{method: "DELETE", path: "/v2/a/manifests/v2", status: 202},
+		{method: "GET", path: "/v2/a/manifests/v2", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "GET", path: "/v2/a/manifests/latest", status: 200},
+		{method: "DELETE", path: "/v2/a/manifests/" + mdg, status: 202},
+		{method: "GET", path: "/v2/a/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "DELETE", path: "/v2/a/manifests/" + mdg, status: 404, code: "MANIFEST_UNKNOWN"},
+	})
+	// The referrers list names the artifact with its type.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/v2/a/referrers/"+mdg, nil))
+	var idx struct {
+		Manifests []struct{ Digest, ArtifactType string }
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &idx); err != nil || len(idx.Manifests) != 1 ||
+		idx.Manifests[0].Digest != adg || idx.Manifests[0].ArtifactType != "application/vnd.example.sig" {
+		t.Fatalf("referrers: %s", rec.Body)
+	}
+}
+
+func TestDeleteDisabled(t *testing.T) {
+	h := newTestHandler(t, Config{DeleteEnabled: false})
+	dg := putBlobHTTP(t, h, "a", "x")
+	run(t, h, []step{
+		{method: "DELETE", path: "/v2/a/blobs/" + dg, status: 405, code: "UNSUPPORTED"},
+		{method: "DELETE", path: "/v2/a/manifests/" + dg, status: 405, code: "UNSUPPORTED"},
+		{method: "GET", path: "/v2/a/blobs/" + dg, status: 200},
+	})
+}
+
+// recordingAuthorizer records what it was asked and refuses or allows.
+type recordingAuthorizer struct {
+	asked [][]Access
+	allow bool
+}
+
+type challenge struct{ err error }
+
+func (c challenge) Error() string { return c.err.Error() }
+func (c challenge) Unwrap() error { return c.err }
+
+func (challenge) SetHeaders(h http.Header) { h.Set("WWW-Authenticate", `Bearer realm="https://auth.example/token"`) }
+
+func (a *recordingAuthorizer) Authorize(r *http.Request, need []Access) (string, error) {
+	a.asked = append(a.asked, need)
+	if !a.allow {
+		return "", challenge{fmt.Errorf("no token: %w", ErrUnauthorized)}
+	}
+	return "alice", nil
+}
+
+func TestAuthorizerSeam(t *testing.T) {
+	authz := &recordingAuthorizer{}
+	h := newTestHandler(t, Config{Authorizer: authz})
+	run(t, h, []step{
+		{method: "GET", path: "/v2/team/app/manifests/latest", status: 401, code: "UNAUTHORIZED",
+			want: map[string]string{"WWW-Authenticate": `Bearer realm="https://auth.example/token"`}},
+		{method: "GET", path: "/v2/BAD/manifests/latest", status: 400, code: "NAME_INVALID"},
+	})
+	if len(authz.asked) != 1 || len(authz.asked[0]) != 1 || authz.asked[0][0].Name != "team/app" || authz.asked[0][0].Actions[0] != "pull" {
+		t.Fatalf("authorizer asked %+v", authz.asked)
+	}
+	authz.allow = true
+	run(t, h, []step{{method: "GET", path: "/v2/team/app/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"}})
+	denied := &deniedAuthorizer{}
+	run(t, newTestHandler(t, Config{Authorizer: denied}), []step{
+		{method: "PUT", path: "/v2/x/manifests/latest", status: 403, code: "DENIED"},
+	})
+}
+
+type deniedAuthorizer struct{}
+
+func (deniedAuthorizer) Authorize(*http.Request, []Access) (string, error) {
+	return "bob", fmt.Errorf("push to x: %w", ErrDenied)
+}
+
+func TestInternalErrorsHidden(t *testing.T) {
+	status, body := classify(errors.New("open /secret/path: permission denied"))
+	if status != 500 || body.Code != "UNKNOWN" || strings.Contains(body.Message, "secret") {
+		t.Fatalf("internal error leaked: %d %+v", status, body)
+	}
+	var buf bytes.Buffer
+	rec := httptest.NewRecorder()
+	writeError(rec, fmt.Errorf("wrapped: %w", storage.ErrBlobUnknown))
+	buf.Write(rec.Body.Bytes())
+	if rec.Code != 404 || !strings.Contains(buf.String(), `"BLOB_UNKNOWN"`) {
+		t.Fatalf("wrapped sentinel: %d %s", rec.Code, buf.String())
+	}
+}
