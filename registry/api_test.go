@@ -278,7 +278,9 @@ type challenge struct{ err error }
 func (c challenge) Error() string { return c.err.Error() }
 func (c challenge) Unwrap() error { return c.err }
 
-func (challenge) SetHeaders(h http.Header) { h.Set("WWW-Authenticate", `Bearer realm="https://auth.example/token"`) }
+func (challenge) SetHeaders(h http.Header) {
+	h.Set("WWW-Authenticate", `Bearer realm="https://auth.example/token"`)
+}
 
 func (a *recordingAuthorizer) Authorize(r *http.Request, need []Access) (string, error) {
 	a.asked = append(a.asked, need)
