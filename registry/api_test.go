@@ -303,6 +303,18 @@ func TestAuthorizerSeam(t *testing.T) {
 	}
 	authz.allow = true
 	run(t, h, []step{{method: "GET", path: "/v2/team/app/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"}})
+	// With an authorizer, a mount names its source (whose pull access is
+	// checked) or is an ordinary upload: no blob crosses tenants by digest.
+	dg := putBlobHTTP(t, h, "team-a/private", "private content of team a")
+	run(t, h, []step{
+		{method: "POST", path: "/v2/team-b/mine/blobs/uploads/?mount=" + dg, status: 202},
+		{method: "GET", path: "/v2/team-b/mine/blobs/" + dg, status: 404, code: "BLOB_UNKNOWN"},
+		{method: "POST", path: "/v2/team-b/mine/blobs/uploads/?mount=" + dg + "&from=team-a/private", status: 201},
+	})
+	last := authz.asked[len(authz.asked)-1]
+	if len(last) != 2 || last[1].Name != "team-a/private" || last[1].Actions[0] != "pull" {
+		t.Fatalf("mount did not ask for pull on its source: %+v", last)
+	}
 	denied := &deniedAuthorizer{}
 	run(t, newTestHandler(t, Config{Authorizer: denied}), []step{
 		{method: "PUT", path: "/v2/x/manifests/latest", status: 403, code: "DENIED"},

@@ -29,20 +29,24 @@ func blobCreated(c *gin.Context, name, dg string) {
 }
 
 // startUpload handles POST …/blobs/uploads/: a cross-repository mount
-// (?mount=&from=, or ?mount= alone for a blob the registry has), a
+// (?mount=&from=, or, when no authorizer is configured, ?mount= alone for
+// any blob the registry has), a
 // single-request upload (?digest=), or a new session.
 func (h *Handler) startUpload(c *gin.Context, r Route) error {
 	ctx := c.Request.Context()
 	q := c.Request.URL.Query()
 	if m := q.Get("mount"); m != "" {
 		dg, err := storage.ParseDigest(m)
-		if err == nil {
-			from := q.Get("from")
-			if from != "" {
-				if err := storage.ValidateName(from); err != nil {
-					return err
-				}
+		from := q.Get("from")
+		if from != "" {
+			if err := storage.ValidateName(from); err != nil {
+				return err
 			}
+		}
+		// Without from, any stored copy would do; with an authorizer that
+		// would hand out other tenants' blobs to anyone who knows a digest,
+		// so then only an explicit, access-checked source is mounted.
+		if err == nil && (from != "" || h.authz == nil) {
 			_, err = h.store.MountBlob(ctx, r.Name, from, dg)
 			if err == nil {
 				blobCreated(c, r.Name, dg.String())
