@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/tlsutil"
 )
 
 // Config is the registry's configuration file. Keys and meanings follow CNCF
@@ -44,11 +46,42 @@ type Config struct {
 		// DrainTimeout is how long shutdown waits for requests in flight
 		// (default 30s).
 		DrainTimeout time.Duration `yaml:"draintimeout"`
-		TLS          struct {
-			// Certificate and Key are PEM files. Without them the server
-			// speaks plain HTTP and warns.
+		// TLS selects the certificate source: files (certificate, key),
+		// ACME (letsencrypt), or, when neither is set, Berth's private CA.
+		TLS struct {
+			// Certificate and Key are PEM files, reloaded when they change.
 			Certificate string `yaml:"certificate"`
 			Key         string `yaml:"key"`
+			// ClientCAs are CA files whose client certificates are required
+			// (mutual TLS). Empty: no client certificates.
+			ClientCAs []string `yaml:"clientcas"`
+			// MinimumTLS is tls1.2 (default) or tls1.3.
+			MinimumTLS  string `yaml:"minimumtls"`
+			LetsEncrypt struct {
+				// CacheFile is the directory autocert caches certificates
+				// in (Distribution's key name; it is a directory here).
+				CacheFile string `yaml:"cachefile"`
+				// Email is the ACME account contact.
+				Email string `yaml:"email"`
+				// Hosts are the names certificates may be requested for.
+				Hosts []string `yaml:"hosts"`
+				// DirectoryURL is the ACME directory; empty: Let's Encrypt.
+				DirectoryURL string `yaml:"directoryurl"`
+				// RootCAs are extra CA files for reaching a private ACME CA.
+				RootCAs []string `yaml:"rootcas"`
+			} `yaml:"letsencrypt"`
+			// PrivateCA is Berth's generated CA, used when no certificate
+			// files and no letsencrypt hosts are configured.
+			PrivateCA struct {
+				// Dir holds the CA and certificates (default "certs").
+				Dir string `yaml:"dir"`
+				// Hosts are the names and IPs of the server certificate
+				// (default: this machine's name, localhost, 127.0.0.1, ::1).
+				Hosts []string `yaml:"hosts"`
+			} `yaml:"privateca"`
+			// Disabled serves plain HTTP: only behind a TLS-terminating
+			// proxy. The server warns at start-up.
+			Disabled bool `yaml:"disabled"`
 		} `yaml:"tls"`
 	} `yaml:"http"`
 }
@@ -63,6 +96,7 @@ func defaultConfig() Config {
 	c.Storage.Delete.Enabled = true
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
+	c.HTTP.TLS.PrivateCA.Dir = "certs"
 	return c
 }
 
@@ -84,6 +118,9 @@ func (c *Config) validate() error {
 	}
 	if (c.HTTP.TLS.Certificate == "") != (c.HTTP.TLS.Key == "") {
 		return fmt.Errorf("config: http.tls.certificate and http.tls.key go together")
+	}
+	if c.HTTP.TLS.Certificate != "" && len(c.HTTP.TLS.LetsEncrypt.Hosts) > 0 {
+		return fmt.Errorf("config: http.tls: set certificate and key, or letsencrypt, not both")
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err
@@ -111,4 +148,30 @@ func newLogger(c Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// tlsConfig maps the http.tls section onto tlsutil's Config.
+func (c *Config) tlsConfig() tlsutil.Config {
+	t := c.HTTP.TLS
+	tc := tlsutil.Config{
+		Certificate: t.Certificate,
+		Key:         t.Key,
+		ClientCAs:   t.ClientCAs,
+		MinimumTLS:  t.MinimumTLS,
+	}
+	switch {
+	case t.Certificate != "":
+	case len(t.LetsEncrypt.Hosts) > 0:
+		tc.ACME = &tlsutil.ACMEConfig{
+			CacheDir:     t.LetsEncrypt.CacheFile,
+			Email:        t.LetsEncrypt.Email,
+			Hosts:        t.LetsEncrypt.Hosts,
+			DirectoryURL: t.LetsEncrypt.DirectoryURL,
+			RootCAs:      t.LetsEncrypt.RootCAs,
+		}
+	default:
+		_, port, _ := net.SplitHostPort(c.HTTP.Addr)
+		tc.CA = &tlsutil.CAConfig{Dir: t.PrivateCA.Dir, Name: "registry", Hosts: t.PrivateCA.Hosts, ClientPort: port}
+	}
+	return tc
 }

@@ -19,9 +19,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-registry/berth/internal/cli"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
+	"github.com/berth-registry/berth/tlsutil"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -58,6 +60,7 @@ func rootCommand() *cobra.Command {
 			return serve(ctx, cfg, newLogger(cfg), nil)
 		},
 	})
+	root.AddCommand(cli.CertsCommand("registry", "5000"))
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -109,15 +112,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	tlsOn := !cfg.HTTP.TLS.Disabled
+	if tlsOn {
+		ts, err := tlsutil.NewServer(cfg.tlsConfig(), log)
+		if err != nil {
+			return err
+		}
+		srv.TLSConfig = ts.TLSConfig()
+	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return err
 	}
-	tlsOn := cfg.HTTP.TLS.Certificate != ""
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
 	if !tlsOn {
-		log.Warn("serving plain HTTP: configure http.tls for anything but a test or a TLS-terminating proxy")
+		log.Warn("serving plain HTTP (http.tls.disabled): only behind a TLS-terminating proxy")
 	}
 	if ready != nil {
 		ready(ln.Addr().String())
@@ -125,7 +135,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- srv.ServeTLS(ln, cfg.HTTP.TLS.Certificate, cfg.HTTP.TLS.Key)
+			errc <- srv.ServeTLS(ln, "", "")
 		} else {
 			errc <- srv.Serve(ln)
 		}
@@ -139,6 +149,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.DrainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Drain time is up: cut the requests still running.
+		srv.Close()
 		return err
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
