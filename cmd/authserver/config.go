@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/berth-registry/berth/auth"
+	"github.com/berth-registry/berth/auth/tokenserver"
+	"github.com/berth-registry/berth/internal/config"
+)
+
+// Config is the auth server's configuration file. Its keys follow
+// cesanta/docker_auth where they overlap; every key can be overridden by an
+// environment variable AUTHSERVER_<SECTION>_<KEY> (AUTHSERVER_SERVER_ADDR).
+// Fields left out keep the values of defaultConfig.
+type Config struct {
+	Log      LogConfig                  `yaml:"log"`
+	Server   ServerConfig               `yaml:"server"`
+	Token    TokenConfig                `yaml:"token"`
+	Users    UsersConfig                `yaml:"users"`
+	Groups   map[string][]string        `yaml:"groups"`
+	ACL      []auth.Rule                `yaml:"acl"`
+	Throttle tokenserver.ThrottleConfig `yaml:"throttle"`
+}
+
+// LogConfig selects the log output.
+type LogConfig struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Formatter is text (default) or json.
+	Formatter string `yaml:"formatter"`
+}
+
+// ServerConfig is the HTTP listener.
+type ServerConfig struct {
+	// Addr is the listen address. Default ":5001".
+	Addr string `yaml:"addr"`
+	// Certificate and Key are the TLS certificate chain and key files.
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+	// Insecure serves plain HTTP, for use behind a reverse proxy that
+	// terminates TLS. Default false.
+	Insecure bool `yaml:"insecure"`
+	// TrustedProxies are addresses or CIDRs whose X-Forwarded-For names
+	// the client (for login throttling and logs). Default none.
+	TrustedProxies []string `yaml:"trustedproxies"`
+}
+
+// TokenConfig is about the issued tokens.
+type TokenConfig struct {
+	// Issuer is the "iss" claim; the registry's auth.token.issuer.
+	Issuer string `yaml:"issuer"`
+	// Services are the accepted "service" values, each a registry's
+	// auth.token.service.
+	Services []string `yaml:"services"`
+	// Expiration is the access-token lifetime in seconds (min 60).
+	Expiration int `yaml:"expiration"`
+	// Certificate (optional, sent as x5c) and Key sign the tokens.
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+	// Keys are more signing keys for rotation: the newest key (latest
+	// certificate) signs, all are published in the JWKS.
+	Keys []KeyConfig `yaml:"keys"`
+	// RefreshExpiration is the refresh-token lifetime in seconds.
+	RefreshExpiration int `yaml:"refresh_expiration"`
+}
+
+// KeyConfig is one more signing key.
+type KeyConfig struct {
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+}
+
+// UsersConfig is the user database.
+type UsersConfig struct {
+	// Htpasswd is the bcrypt htpasswd file, reloaded when it changes.
+	Htpasswd string `yaml:"htpasswd"`
+	// BcryptCost is the cost of hashes written by `user add|passwd`.
+	// Default 10.
+	BcryptCost int `yaml:"bcryptcost"`
+}
+
+// defaultConfig is what runs without a configuration file: TLS on, material
+// under the working directory.
+func defaultConfig() Config {
+	return Config{
+		Log:    LogConfig{Level: "info", Formatter: "text"},
+		Server: ServerConfig{Addr: ":5001", Certificate: "certs/server.crt", Key: "certs/server.key"},
+		Token: TokenConfig{
+			Issuer:            "berth-auth",
+			Services:          []string{"berth-registry"},
+			Expiration:        300,
+			Certificate:       "certs/token.crt",
+			Key:               "certs/token.key",
+			RefreshExpiration: 30 * 24 * 3600,
+		},
+		Users: UsersConfig{Htpasswd: "config/htpasswd", BcryptCost: auth.DefaultBcryptCost},
+	}
+}
+
+// defaultACL applies when the configuration has no acl key at all: every
+// authenticated user may do everything on every repository (what an
+// htpasswd-protected Distribution allows), nobody lists the catalog.
+func defaultACL() []auth.Rule {
+	anyUser := "*"
+	return []auth.Rule{{Match: auth.Match{Account: &anyUser}, Actions: []string{auth.ActionAll}}}
+}
+
+// loadConfig reads path (none when empty) over the defaults, then the
+// environment.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if err := config.Load(path, "AUTHSERVER", &cfg); err != nil {
+		return Config{}, err
+	}
+	if cfg.Token.Expiration < 60 {
+		return Config{}, fmt.Errorf("token.expiration: %d seconds is less than 60", cfg.Token.Expiration)
+	}
+	if cfg.Token.RefreshExpiration <= 0 {
+		return Config{}, fmt.Errorf("token.refresh_expiration must be positive")
+	}
+	return cfg, nil
+}
+
+func newLogger(c LogConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(c.Formatter) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.formatter %q: want text or json", c.Formatter)
+}
+
+// loadSigner loads token.key (and certificate) and token.keys.
+func loadSigner(t TokenConfig) (*auth.Signer, error) {
+	if t.Key == "" {
+		return nil, fmt.Errorf("token.key is not set")
+	}
+	var keys []auth.Key
+	for _, kc := range append([]KeyConfig{{Key: t.Key, Certificate: t.Certificate}}, t.Keys...) {
+		k, err := auth.LoadKey(kc.Key, kc.Certificate)
+		if err != nil {
+			return nil, fmt.Errorf("token key: %w (create one with `authserver keys generate`)", err)
+		}
+		keys = append(keys, k)
+	}
+	return auth.NewSigner(keys...)
+}
+
+// components builds the user store and the token server from cfg.
+func components(cfg Config, logger *slog.Logger) (*auth.UserStore, *tokenserver.Server, error) {
+	signer, err := loadSigner(cfg.Token)
+	if err != nil {
+		return nil, nil, err
+	}
+	rules := cfg.ACL
+	if rules == nil {
+		logger.Warn("no acl configured: every authenticated user gets full access to every repository")
+		rules = defaultACL()
+	}
+	policy, err := auth.NewPolicy(rules, cfg.Groups)
+	if err != nil {
+		return nil, nil, err
+	}
+	users, err := auth.NewUserStore(auth.UserStoreConfig{Path: cfg.Users.Htpasswd, Logger: logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	ts, err := tokenserver.New(tokenserver.Config{
+		Issuer:            cfg.Token.Issuer,
+		Services:          cfg.Token.Services,
+		Expiration:        time.Duration(cfg.Token.Expiration) * time.Second,
+		RefreshExpiration: time.Duration(cfg.Token.RefreshExpiration) * time.Second,
+		Signer:            signer,
+		Users:             users,
+		Policy:            policy,
+		Logger:            logger,
+		TrustedProxies:    cfg.Server.TrustedProxies,
+		Throttle:          cfg.Throttle,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return users, ts, nil
+}
