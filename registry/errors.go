@@ -50,6 +50,8 @@ func classify(err error) (int, apiError) {
 	switch {
 	case errors.Is(err, ErrUnauthorized):
 		return 401, apiError{Code: "UNAUTHORIZED", Message: "authentication required"}
+	case errors.Is(err, ErrInsufficientScope):
+		return 401, apiError{Code: "DENIED", Message: ErrInsufficientScope.Error()}
 	case errors.Is(err, ErrDenied):
 		return 403, apiError{Code: "DENIED", Message: ErrDenied.Error()}
 	case errors.Is(err, storage.ErrNameInvalid):

@@ -55,6 +55,9 @@ func New(cfg Config) *Handler {
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		e.Handle(m, "/v2/*path", h.serve)
 	}
+	// Liveness for container health checks and load balancers: no
+	// authentication, no storage access.
+	e.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	e.NoRoute(func(c *gin.Context) { h.fail(c, errRouteUnknown) })
 	h.engine = e
 	return h
