@@ -115,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	if err := e.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("tokenserver: trusted proxies: %w", err)
