@@ -84,6 +84,44 @@ type Config struct {
 			Disabled bool `yaml:"disabled"`
 		} `yaml:"tls"`
 	} `yaml:"http"`
+	// Auth selects how clients authenticate. With neither section the
+	// registry is open to anyone who can reach it, and says so loudly.
+	Auth struct {
+		// Token is Docker token authentication: clients fetch short-lived
+		// tokens from the realm (authserver, or any token server that
+		// follows the Docker token specification).
+		Token struct {
+			// Realm is the token endpoint URL clients are sent to.
+			Realm string `yaml:"realm"`
+			// Service is this registry's name: tokens' aud must contain it.
+			Service string `yaml:"service"`
+			// Issuer is the exact iss of accepted tokens.
+			Issuer string `yaml:"issuer"`
+			// RootCertBundle holds the certificates whose keys sign tokens
+			// (an x5c chain must end at one of them).
+			RootCertBundle string `yaml:"rootcertbundle"`
+			// JWKS is a JWKS file, or an https URL fetched at start and
+			// every JWKSRefresh after.
+			JWKS string `yaml:"jwks"`
+			// JWKSCA are CA files to trust for an https JWKS URL (the auth
+			// server's private CA). Empty: the system roots.
+			JWKSCA []string `yaml:"jwksca"`
+			// JWKSRefresh is how often a JWKS URL is fetched again
+			// (default 5m).
+			JWKSRefresh time.Duration `yaml:"jwksrefresh"`
+			// SigningAlgorithms pins accepted algorithms (default: the
+			// asymmetric ones; none and HMAC are never accepted).
+			SigningAlgorithms []string `yaml:"signingalgorithms"`
+		} `yaml:"token"`
+		// Htpasswd is Basic authentication against an htpasswd file, with
+		// full access for every user in it: for single-user setups.
+		Htpasswd struct {
+			// Realm names the Basic challenge.
+			Realm string `yaml:"realm"`
+			// Path is the htpasswd file (bcrypt entries only).
+			Path string `yaml:"path"`
+		} `yaml:"htpasswd"`
+	} `yaml:"auth"`
 }
 
 // defaultConfig is what the registry runs with when no file sets a key.
@@ -97,6 +135,8 @@ func defaultConfig() Config {
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
 	c.HTTP.TLS.PrivateCA.Dir = "certs"
+	c.Auth.Token.JWKSRefresh = 5 * time.Minute
+	c.Auth.Htpasswd.Realm = "Berth registry"
 	return c
 }
 
@@ -121,6 +161,14 @@ func (c *Config) validate() error {
 	}
 	if c.HTTP.TLS.Certificate != "" && len(c.HTTP.TLS.LetsEncrypt.Hosts) > 0 {
 		return fmt.Errorf("config: http.tls: set certificate and key, or letsencrypt, not both")
+	}
+	tok, ht := c.Auth.Token, c.Auth.Htpasswd
+	tokenOn := tok.Realm != "" || tok.Service != "" || tok.Issuer != "" || tok.RootCertBundle != "" || tok.JWKS != ""
+	if tokenOn && ht.Path != "" {
+		return fmt.Errorf("config: auth: configure token or htpasswd, not both")
+	}
+	if tokenOn && (tok.Realm == "" || tok.Service == "" || tok.Issuer == "" || (tok.RootCertBundle == "" && tok.JWKS == "")) {
+		return fmt.Errorf("config: auth.token needs realm, service, issuer, and rootcertbundle or jwks")
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err

@@ -52,28 +52,45 @@ type testServer struct {
 	// closes its idle connections so that the server's shutdown need not
 	// wait for them.
 	tr *http.Transport
+	// names maps the host:port names clients use to the loopback
+	// addresses the transport dials.
+	mu    sync.Mutex
+	names map[string]string
 }
 
 // startServer runs serve on 127.0.0.1:0 with root as its data directory
 // and stops it when the test ends.
 func startServer(t *testing.T, root string) *testServer {
 	t.Helper()
+	return startServerWith(t, root, nil, nil)
+}
+
+// startServerWith is startServer with a hook that adjusts the
+// configuration and a writer for the server's log (nil: errors to the
+// test output, no access log).
+func startServerWith(t *testing.T, root string, configure func(*Config), logw io.Writer) *testServer {
+	t.Helper()
 	// TLS from the private CA, as a fresh start has it, in a directory of
 	// the test's own; the client trusts that CA and nothing else.
 	cfg := defaultConfig()
-	// All servers of one test share a CA (t.TempDir()s share a parent).
-	certDir := filepath.Join(filepath.Dir(root), "certs")
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.HTTP.DrainTimeout = 5 * time.Second
-	cfg.HTTP.TLS.PrivateCA.Dir = certDir
+	cfg.HTTP.TLS.PrivateCA.Dir = testCertDir(root)
 	cfg.HTTP.TLS.PrivateCA.Hosts = []string{testHost, "127.0.0.1"}
 	cfg.Storage.Filesystem.RootDirectory = root
-	cfg.Log.AccessLog.Disabled = true
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+	cfg.Log.AccessLog.Disabled = logw == nil
+	if configure != nil {
+		configure(&cfg)
+	}
+	level := slog.LevelInfo
+	if logw == nil {
+		logw, level = t.Output(), slog.LevelError
+	}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &testServer{t: t, cancel: cancel, done: make(chan error, 1),
-		tr: http.DefaultTransport.(*http.Transport).Clone()}
+		tr: http.DefaultTransport.(*http.Transport).Clone(), names: map[string]string{}}
 	addrc := make(chan string, 1)
 	go func() { s.done <- serve(ctx, cfg, log, func(addr string) { addrc <- addr }) }()
 	select {
@@ -86,7 +103,7 @@ func startServer(t *testing.T, root string) *testServer {
 		t.Fatal("serve did not report its address within 10s")
 	}
 	t.Cleanup(s.stop)
-	tc, err := tlsutil.ClientConfig(filepath.Join(certDir, "ca.crt"))
+	tc, err := tlsutil.ClientConfig(filepath.Join(testCertDir(root), "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,17 +111,31 @@ func startServer(t *testing.T, root string) *testServer {
 	// Clients address the registry by name, as users do (go-containerregistry
 	// takes loopback addresses for plain-HTTP registries); the name dials
 	// the loopback address the server listens on.
-	listen := s.addr
-	_, port, _ := net.SplitHostPort(listen)
-	s.addr = net.JoinHostPort(testHost, port)
+	_, port, _ := net.SplitHostPort(s.addr)
+	s.addr = s.alias(testHost, port, s.addr)
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	s.tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr == s.addr {
-			addr = listen
+		s.mu.Lock()
+		if real, ok := s.names[addr]; ok {
+			addr = real
 		}
+		s.mu.Unlock()
 		return dialer.DialContext(ctx, network, addr)
 	}
 	return s
+}
+
+// testCertDir is where the private CA of the servers of one test lives
+// (a test's t.TempDir()s share a parent).
+func testCertDir(root string) string { return filepath.Join(filepath.Dir(root), "certs") }
+
+// alias makes host:port dial real through s's transport and returns host:port.
+func (s *testServer) alias(host, port, real string) string {
+	name := net.JoinHostPort(host, port)
+	s.mu.Lock()
+	s.names[name] = real
+	s.mu.Unlock()
+	return name
 }
 
 // testHost is the name tests reach the registry by.

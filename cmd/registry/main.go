@@ -62,6 +62,26 @@ func rootCommand() *cobra.Command {
 	})
 	root.AddCommand(cli.CertsCommand("registry", "5000"))
 	root.AddCommand(&cobra.Command{
+		Use:   "healthcheck [config.yml]",
+		Short: "Exit 0 when the configured server answers /healthz (for container health checks)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := ""
+			if len(args) == 1 {
+				path = args[0]
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			url, err := cli.HealthURL(cfg.HTTP.Addr, !cfg.HTTP.TLS.Disabled)
+			if err != nil {
+				return err
+			}
+			return cli.Healthcheck(cmd.Context(), url)
+		},
+	})
+	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
@@ -101,9 +121,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if cfg.Log.AccessLog.Disabled {
 		apiLog = slog.New(errorsOnly{log.Handler()})
 	}
+	authz, err := newAuthorizer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	handler := registry.New(registry.Config{
 		Store:         storage.New(drv),
 		Logger:        apiLog,
+		Authorizer:    authz,
 		DeleteEnabled: cfg.Storage.Delete.Enabled,
 	})
 	srv := &http.Server{
