@@ -91,7 +91,7 @@ func startTokenServer(t *testing.T, certDir string) *tokenSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsSrv, err := tlsutil.NewServer(tlsutil.Config{CA: &tlsutil.CAConfig{Dir: certDir, Name: "authserver", Hosts: []string{authHost}}}, nil)
+	tlsSrv, err := tlsutil.NewServer(tlsutil.Config{CA: &tlsutil.CAConfig{Dir: certDir, Name: "authserver", Hosts: []string{authHost, "localhost"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,8 +112,16 @@ func startTokenServer(t *testing.T, certDir string) *tokenSetup {
 }
 
 // startTokenAuthRegistry runs the registry with auth.token pointing at ts,
-// its log written to logw.
+// trusting its signing certificate, its log written to logw.
 func startTokenAuthRegistry(t *testing.T, logw io.Writer) (*testServer, *tokenSetup) {
+	t.Helper()
+	return startTokenAuthRegistryWith(t, logw, func(c *Config, ts *tokenSetup, certDir string) {
+		c.Auth.Token.RootCertBundle = ts.bundleFile
+	})
+}
+
+// startTokenAuthRegistryWith lets trust be configured another way.
+func startTokenAuthRegistryWith(t *testing.T, logw io.Writer, trust func(c *Config, ts *tokenSetup, certDir string)) (*testServer, *tokenSetup) {
 	t.Helper()
 	root := t.TempDir()
 	ts := startTokenServer(t, testCertDir(root))
@@ -121,7 +129,7 @@ func startTokenAuthRegistry(t *testing.T, logw io.Writer) (*testServer, *tokenSe
 		c.Auth.Token.Realm = ts.realm
 		c.Auth.Token.Service = tokenService
 		c.Auth.Token.Issuer = tokenIssuer
-		c.Auth.Token.RootCertBundle = ts.bundleFile
+		trust(c, ts, testCertDir(root))
 	}, logw)
 	srv.alias(authHost, ts.port, ts.addr)
 	return srv, ts
@@ -249,6 +257,26 @@ func TestCesantaShapedToken(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("cesanta-shaped token: %d, want 202", resp.StatusCode)
 	}
+}
+
+// TestJWKSFromURL: the registry trusts the keys the auth server publishes
+// at its JWKS URL, fetched over HTTPS trusting the private CA (without that
+// CA the fetch fails and so does the push).
+func TestJWKSFromURL(t *testing.T) {
+	srv, _ := startTokenAuthRegistryWith(t, nil, func(c *Config, ts *tokenSetup, certDir string) {
+		c.Auth.Token.JWKS = "https://" + net.JoinHostPort("localhost", ts.port) + "/.well-known/jwks.json"
+		c.Auth.Token.JWKSCA = []string{filepath.Join(certDir, "ca.crt")}
+	})
+	opts := append(srv.opts(t), remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"}))
+	img := randomImage(t, 1)
+	if err := remote.Write(srv.repo(t, "team/jwks").Tag("v1"), img, opts...); err != nil {
+		t.Fatalf("push with JWKS-trusted tokens: %v", err)
+	}
+	got, err := remote.Image(srv.repo(t, "team/jwks").Tag("v1"), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSameImage(t, img, got)
 }
 
 func mustRequest(t *testing.T, method, url string) *http.Request {
