@@ -79,6 +79,10 @@ type Config struct {
 				// (default: this machine's name, localhost, 127.0.0.1, ::1).
 				Hosts []string `yaml:"hosts"`
 			} `yaml:"privateca"`
+			// HTTPAddr is an optional plain-HTTP listener (such as ":80")
+			// that answers ACME http-01 challenges and redirects every
+			// other request to HTTPS. Empty: none.
+			HTTPAddr string `yaml:"httpaddr"`
 			// Disabled serves plain HTTP: only behind a TLS-terminating
 			// proxy. The server warns at start-up.
 			Disabled bool `yaml:"disabled"`

@@ -138,9 +138,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	tlsOn := !cfg.HTTP.TLS.Disabled
+	var ts *tlsutil.Server
 	if tlsOn {
-		ts, err := tlsutil.NewServer(cfg.tlsConfig(), log)
-		if err != nil {
+		if ts, err = tlsutil.NewServer(cfg.tlsConfig(), log); err != nil {
 			return err
 		}
 		srv.TLSConfig = ts.TLSConfig()
@@ -148,6 +148,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return err
+	}
+	if tlsOn && cfg.HTTP.TLS.HTTPAddr != "" {
+		// ACME http-01 challenges, and redirects to the TLS port.
+		pln, err := net.Listen("tcp", cfg.HTTP.TLS.HTTPAddr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		plain := &http.Server{Handler: ts.HTTPHandler(tlsutil.RedirectHandler(port)), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", pln.Addr().String())
+		go func() { _ = plain.Serve(pln) }()
+		defer plain.Close()
 	}
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigDefaultsAndUnknownKeys(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.tlsConfig()
+	if c.HTTP.TLS.Disabled || tc.CA == nil || tc.CA.Name != "registry" || tc.CA.ClientPort != "5000" || tc.ACME != nil {
+		t.Fatalf("a fresh start must serve TLS from the private CA: %+v", tc)
+	}
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte("version: 0.1\nhttp:\n  tls:\n    certficate: /x\n"), 0o600)
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "certficate") {
+		t.Fatalf("unknown key not named: %v", err)
+	}
+}
+
+func TestConfigTLSSources(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte(`version: 0.1
+http:
+  addr: :443
+  tls:
+    clientcas: [/ca/clients.pem]
+    minimumtls: tls1.3
+    httpaddr: :80
+    letsencrypt:
+      cachefile: /var/lib/berth/acme
+      email: ops@example.com
+      hosts: [registry.example.com]
+      directoryurl: https://acme.internal/directory
+`), 0o600)
+	c, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.tlsConfig()
+	if tc.ACME == nil || tc.CA != nil || tc.ACME.CacheDir != "/var/lib/berth/acme" || tc.ACME.Email != "ops@example.com" ||
+		tc.ACME.Hosts[0] != "registry.example.com" || tc.ACME.DirectoryURL != "https://acme.internal/directory" {
+		t.Fatalf("letsencrypt not mapped: %+v", tc.ACME)
+	}
+	if tc.MinimumTLS != "tls1.3" || tc.ClientCAs[0] != "/ca/clients.pem" {
+		t.Fatalf("tls options not mapped: %+v", tc)
+	}
+	t.Setenv("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.crt")
+	t.Setenv("REGISTRY_HTTP_TLS_KEY", "/c.key")
+	if _, err := loadConfig(path); err == nil {
+		t.Fatal("files and letsencrypt together accepted")
+	}
+}
+
+func TestConfigAuthValidation(t *testing.T) {
+	for _, env := range [][2]string{
+		{"REGISTRY_AUTH_TOKEN_REALM", "https://auth.example/token"}, // no service, issuer, keys
+	} {
+		t.Setenv(env[0], env[1])
+		if _, err := loadConfig(""); err == nil {
+			t.Fatalf("%s alone accepted", env[0])
+		}
+	}
+	t.Setenv("REGISTRY_AUTH_TOKEN_SERVICE", "registry.example")
+	t.Setenv("REGISTRY_AUTH_TOKEN_ISSUER", "berth-auth")
+	t.Setenv("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "/certs/token.crt")
+	if _, err := loadConfig(""); err != nil {
+		t.Fatalf("complete auth.token refused: %v", err)
+	}
+	t.Setenv("REGISTRY_AUTH_HTPASSWD_PATH", "/htpasswd")
+	if _, err := loadConfig(""); err == nil {
+		t.Fatal("token and htpasswd together accepted")
+	}
+}
+
+// TestPlainListenerRedirects runs the registry with http.tls.httpaddr: the
+// plain listener redirects to HTTPS and serves nothing itself.
+func TestPlainListenerRedirects(t *testing.T) {
+	port := freePort(t)
+	srv := startServerWith(t, t.TempDir(), func(c *Config) { c.HTTP.TLS.HTTPAddr = "127.0.0.1:" + port }, nil)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get("http://127.0.0.1:" + port + "/v2/team/app/tags/list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, tlsPort, _ := net.SplitHostPort(srv.addr)
+	want := "https://127.0.0.1:" + tlsPort + "/v2/team/app/tags/list"
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Fatalf("plain GET: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	resp, err = client.Post("http://127.0.0.1:"+port+"/v2/team/app/blobs/uploads/", "application/octet-stream", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain POST: %d, want 400 (bodies are not accepted in clear text)", resp.StatusCode)
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
