@@ -2,14 +2,14 @@ package storage
 
 import (
 	"path"
-	"strconv"
 
 	"github.com/opencontainers/go-digest"
 )
 
 // The on-disk tree is CNCF Distribution's, so either program serves the
 // other's data directory. Berth adds only _referrers (an index Distribution
-// does not keep) and keeps upload hash states where Distribution keeps them.
+// does not keep). Upload hash states are kept in memory, not in
+// _uploads/<id>/hashstates as Distribution does (see Store.hashState).
 //
 //	/docker/registry/v2/
 //	├── blobs/<alg>/<hex[0:2]>/<hex>/data                      content, write-once
@@ -20,7 +20,6 @@ import (
 //	    ├── _manifests/tags/<tag>/index/<alg>/<hex>/link       every digest the tag has pointed at
 //	    ├── _uploads/<id>/data                                 bytes received so far
 //	    ├── _uploads/<id>/startedat                            RFC 3339 start time
-//	    ├── _uploads/<id>/hashstates/<alg>/<offset>            hash state after <offset> bytes
 //	    └── _referrers/<alg>/<hex>/<alg>/<hex>/link            subject → referring manifest
 //
 // A link file holds a digest string ("sha256:…") and nothing else.
@@ -58,14 +57,6 @@ func uploadPath(name, id string) string { return path.Join(repoPath(name), "_upl
 func uploadDataPath(name, id string) string { return path.Join(uploadPath(name, id), "data") }
 
 func uploadStartedPath(name, id string) string { return path.Join(uploadPath(name, id), "startedat") }
-
-func hashStatesPath(name, id string) string {
-	return path.Join(uploadPath(name, id), "hashstates", digest.SHA256.String())
-}
-
-func hashStatePath(name, id string, offset int64) string {
-	return path.Join(hashStatesPath(name, id), strconv.FormatInt(offset, 10))
-}
 
 func referrersPath(name string, subject digest.Digest) string {
 	return path.Join(repoPath(name), "_referrers", subject.Algorithm().String(), subject.Encoded())

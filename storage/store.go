@@ -5,8 +5,9 @@
 // Blobs are content-addressed and written once: bytes stream through a hash
 // into an upload file, the digest is verified, and only then the file is
 // moved into place. Repositories hold links to blobs, so content is stored
-// once however many repositories have it. Upload sessions, including the
-// hash state, live in the store, so a restarted registry resumes them.
+// once however many repositories have it. Upload sessions live in the
+// store, so a restarted registry (or another replica) resumes them,
+// rehashing what the session holds so far.
 package storage
 
 import (
@@ -27,8 +28,10 @@ import (
 // Store is the content store. Create it with New; it is safe for
 // concurrent use.
 type Store struct {
-	d     driver.Driver
-	locks keyedMutex
+	d         driver.Driver
+	locks     keyedMutex
+	states    hashStates
+	manifests manifestCache
 }
 
 // New returns a store on d.

@@ -18,12 +18,6 @@ import (
 	"github.com/berth-registry/berth/storage/driver"
 )
 
-// copyBufferSize is the unit an upload is read, hashed and written in:
-// memory per upload is one buffer, whatever the blob's size.
-const copyBufferSize = 1 << 20
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
-
 var uploadIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // ValidateUploadID checks that an upload session id is one this registry
@@ -79,7 +73,7 @@ func (s *Store) AppendUpload(ctx context.Context, name, id string, start int64, 
 	}
 	unlock := s.locks.lock(name + "\x00" + id)
 	defer unlock()
-	size, _, err := s.appendLocked(ctx, name, id, start, r)
+	size, _, err := s.appendLocked(ctx, name, id, start, r, false)
 	return size, err
 }
 
@@ -96,7 +90,7 @@ func (s *Store) CompleteUpload(ctx context.Context, name, id string, start int64
 	if r == nil {
 		r = eofReader{}
 	}
-	size, h, err := s.appendLocked(ctx, name, id, start, r)
+	size, h, err := s.appendLocked(ctx, name, id, start, r, true)
 	if err != nil {
 		return 0, err
 	}
@@ -115,6 +109,7 @@ func (s *Store) CompleteUpload(ctx context.Context, name, id string, start int64
 	if err := s.writeLink(ctx, layerLinkPath(name, dg), dg); err != nil {
 		return 0, err
 	}
+	s.states.drop(name, id)
 	if err := s.d.Delete(ctx, uploadPath(name, id)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return 0, err
 	}
@@ -141,6 +136,7 @@ func (s *Store) CancelUpload(ctx context.Context, name, id string) error {
 	}
 	unlock := s.locks.lock(name + "\x00" + id)
 	defer unlock()
+	s.states.drop(name, id)
 	return notFound(s.d.Delete(ctx, uploadPath(name, id)), ErrUploadUnknown)
 }
 
@@ -160,7 +156,12 @@ func (s *Store) checkUpload(ctx context.Context, name, id string) error {
 
 // appendLocked does the work of AppendUpload with the session lock held and
 // also returns the running sha256 of the whole upload.
-func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, r io.Reader) (int64, hash.Hash, error) {
+//
+// Appends are not fsynced: an upload in progress is worth the bytes that
+// reached the disk, which is what its size (and a rehash) reports after a
+// crash. With durable set, everything is fsynced before returning, as a
+// completed blob must be.
+func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, r io.Reader, durable bool) (int64, hash.Hash, error) {
 	w, err := s.d.Writer(ctx, uploadDataPath(name, id), true)
 	if err != nil {
 		return 0, nil, err
@@ -170,78 +171,49 @@ func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, 
 	if start >= 0 && start != before {
 		return 0, nil, &RangeError{Start: start, Size: before}
 	}
-	h, err := s.loadHashState(ctx, name, id, before)
+	h, err := s.hashState(ctx, name, id, before)
 	if err != nil {
 		return 0, nil, err
 	}
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
-	buf := *bufp
-	for {
-		if err := ctx.Err(); err != nil {
-			return 0, nil, err
-		}
-		n, rerr := fill(r, buf)
-		if n > 0 {
-			h.Write(buf[:n])
-			if _, err := w.Write(buf[:n]); err != nil {
-				return 0, nil, err
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			// Keep what arrived: commit it so the reported size is honest.
-			_ = w.Commit(ctx)
-			return 0, nil, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, rerr)
-		}
-	}
-	if err := w.Commit(ctx); err != nil {
-		return 0, nil, err
-	}
+	_, err = copyHashing(r, w, h)
 	after := w.Size()
 	if after != before {
-		if err := s.saveHashState(ctx, name, id, before, after, h); err != nil {
+		// Remembered even after a failed read: the bytes that arrived are
+		// in the file, and the size tells the client where to resume.
+		s.states.put(name, id, after, h)
+	}
+	var re readError
+	if errors.As(err, &re) {
+		return 0, nil, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, re.err)
+	}
+	if err != nil {
+		s.states.drop(name, id) // the file may hold a part of the write
+		return 0, nil, err
+	}
+	if durable {
+		if err := w.Commit(ctx); err != nil {
 			return 0, nil, err
 		}
 	}
 	return after, h, nil
 }
 
-// fill reads into buf until it is full or r ends. It returns io.EOF only for
-// a clean end, and r's own error (io.ErrUnexpectedEOF for a short HTTP body)
-// otherwise, unlike io.ReadFull, which folds the two together.
-func fill(r io.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
-// loadHashState returns the sha256 state after the first size bytes of the
-// upload: the saved state when there is one, else a rehash of the data (an
-// upload written by another registry, or one cut off before its state was
-// saved).
-func (s *Store) loadHashState(ctx context.Context, name, id string, size int64) (hash.Hash, error) {
+// hashState returns the sha256 state after the first size bytes of the
+// upload: the one remembered by this process when it matches, else a hash
+// of the bytes on disk (after a restart, on another replica, or for an
+// upload Distribution began). States are never persisted: one on disk could
+// vouch for data that a crash lost before it reached the disk.
+func (s *Store) hashState(ctx context.Context, name, id string, size int64) (hash.Hash, error) {
+	if h := s.states.get(name, id, size); h != nil {
+		return h, nil
+	}
 	h := sha256.New()
 	if size == 0 {
 		return h, nil
-	}
-	if b, err := s.d.GetContent(ctx, hashStatePath(name, id, size)); err == nil {
-		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b); err == nil {
-			return h, nil
-		}
-		h.Reset()
 	}
 	rd, err := s.d.Reader(ctx, uploadDataPath(name, id), 0)
 	if err != nil {
@@ -254,22 +226,53 @@ func (s *Store) loadHashState(ctx context.Context, name, id string, size int64) 
 	return h, nil
 }
 
-// saveHashState records the state after `after` bytes and drops the one
-// for `before`.
-func (s *Store) saveHashState(ctx context.Context, name, id string, before, after int64, h hash.Hash) error {
+// hashStates remembers the running hash of each upload in progress, so a
+// chunk costs no reread of the ones before it.
+type hashStates struct {
+	mu sync.Mutex
+	m  map[string]hashStateEntry
+}
+
+type hashStateEntry struct {
+	size  int64
+	state []byte
+}
+
+// maxHashStates bounds the memory of abandoned uploads; past it the table
+// starts over and uploads in progress rehash once.
+const maxHashStates = 10000
+
+func (t *hashStates) get(name, id string, size int64) hash.Hash {
+	t.mu.Lock()
+	e, ok := t.m[name+"\x00"+id]
+	t.mu.Unlock()
+	if !ok || e.size != size {
+		return nil
+	}
+	h := sha256.New()
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(e.state) != nil {
+		return nil
+	}
+	return h
+}
+
+func (t *hashStates) put(name, id string, size int64, h hash.Hash) {
 	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
 	if err != nil {
-		return err
+		return
 	}
-	if err := s.d.PutContent(ctx, hashStatePath(name, id, after), state); err != nil {
-		return err
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil || len(t.m) >= maxHashStates {
+		t.m = make(map[string]hashStateEntry)
 	}
-	if before > 0 {
-		if err := s.d.Delete(ctx, hashStatePath(name, id, before)); err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return err
-		}
-	}
-	return nil
+	t.m[name+"\x00"+id] = hashStateEntry{size: size, state: state}
+}
+
+func (t *hashStates) drop(name, id string) {
+	t.mu.Lock()
+	delete(t.m, name+"\x00"+id)
+	t.mu.Unlock()
 }
 
 // rehash computes the digest of the first size bytes of p with alg.

@@ -21,7 +21,7 @@ import (
 var ctx = context.Background()
 
 // newStore returns a store on a fresh filesystem driver and the driver's root.
-func newStore(t *testing.T) (*Store, string) {
+func newStore(t testing.TB) (*Store, string) {
 	t.Helper()
 	root := t.TempDir()
 	d, err := filesystem.New(root)
@@ -219,7 +219,7 @@ func TestUnknownUpload(t *testing.T) {
 	}
 }
 
-func TestResumeWithoutHashState(t *testing.T) {
+func TestResumeOnAnotherStore(t *testing.T) {
 	s, root := newStore(t)
 	content := bytes.Repeat([]byte("x"), 3<<20+17)
 	dg := digest.FromBytes(content)
@@ -227,16 +227,40 @@ func TestResumeWithoutHashState(t *testing.T) {
 	if _, err := s.AppendUpload(ctx, "a", id, 0, bytes.NewReader(content[:1<<20])); err != nil {
 		t.Fatal(err)
 	}
-	// An upload begun by Distribution, or cut off before its state was
-	// saved, has no hash state for its size: the store rehashes.
-	if err := os.RemoveAll(filepath.Join(root, "docker/registry/v2/repositories/a/_uploads", id, "hashstates")); err != nil {
+	// A restarted registry, another replica, or an upload Distribution
+	// began: no hash state in memory, so the store rehashes what is there.
+	s2 := reopen(t, root)
+	if _, err := s2.AppendUpload(ctx, "a", id, 1<<20, bytes.NewReader(content[1<<20:2<<20])); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CompleteUpload(ctx, "a", id, 1<<20, bytes.NewReader(content[1<<20:]), dg); err != nil {
-		t.Fatalf("complete without hash state: %v", err)
+	if _, err := s2.CompleteUpload(ctx, "a", id, 2<<20, bytes.NewReader(content[2<<20:]), dg); err != nil {
+		t.Fatalf("complete on another store: %v", err)
 	}
-	if !bytes.Equal(readBlob(t, s, "a", dg), content) {
+	if !bytes.Equal(readBlob(t, s2, "a", dg), content) {
 		t.Fatal("content differs")
+	}
+}
+
+// TestHashStateFollowsTheDisk: if the data file is changed behind the
+// store's back (a crash that lost an unsynced tail, another replica's
+// append), the remembered state no longer matches its size and the store
+// rehashes instead of trusting it.
+func TestHashStateFollowsTheDisk(t *testing.T) {
+	s, root := newStore(t)
+	id, _ := s.StartUpload(ctx, "a")
+	if _, err := s.AppendUpload(ctx, "a", id, 0, strings.NewReader("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(root, "docker/registry/v2/repositories/a/_uploads", id, "data")
+	if err := os.Truncate(data, 4); err != nil { // the crash kept 4 bytes
+		t.Fatal(err)
+	}
+	size, err := s.UploadSize(ctx, "a", id)
+	if err != nil || size != 4 {
+		t.Fatalf("size after the loss: %d, %v", size, err)
+	}
+	if _, err := s.CompleteUpload(ctx, "a", id, 4, strings.NewReader("456789"), digest.FromString("0123456789")); err != nil {
+		t.Fatalf("resume after the loss: %v", err)
 	}
 }
 
