@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -38,7 +39,8 @@ func knownManifestType(mediaType string) bool {
 	return false
 }
 
-// Manifest is a stored manifest.
+// Manifest is a stored manifest. Callers must not modify Payload: the
+// store may hand the same Manifest to several readers.
 type Manifest struct {
 	Digest    digest.Digest
 	MediaType string
@@ -164,34 +166,65 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 		return PutManifestResult{}, err
 	}
 
-	// Order matters for crash safety: content, then the links that make it
-	// reachable, the tag last, so a tag never points at something missing.
-	if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil {
-		return PutManifestResult{}, err
-	} else if !ok {
-		if err := s.d.PutContent(ctx, blobDataPath(dg), payload); err != nil {
-			return PutManifestResult{}, err
-		}
-	}
-	if err := s.writeLink(ctx, revisionLinkPath(name, dg), dg); err != nil {
-		return PutManifestResult{}, err
-	}
+	// Order matters for crash safety: the content, then the links that
+	// make it reachable, the tag last, so a tag never points at something
+	// missing. Writes within a step are independent and run concurrently:
+	// their fsyncs share the filesystem's journal commits.
 	res := PutManifestResult{Digest: dg}
 	if doc.Subject != nil {
 		res.Subject = doc.Subject.Digest
-		if err := s.writeLink(ctx, referrerLinkPath(name, doc.Subject.Digest, dg), dg); err != nil {
-			return PutManifestResult{}, err
-		}
+	}
+	err = concurrently(
+		func() error {
+			if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || ok {
+				return err
+			}
+			return s.d.PutContent(ctx, blobDataPath(dg), payload)
+		},
+		func() error {
+			if tag == "" {
+				return nil
+			}
+			return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) // history only; read by nothing
+		},
+	)
+	if err != nil {
+		return PutManifestResult{}, err
+	}
+	err = concurrently(
+		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
+		func() error {
+			if res.Subject == "" {
+				return nil
+			}
+			return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg)
+		},
+	)
+	if err != nil {
+		return PutManifestResult{}, err
 	}
 	if tag != "" {
-		if err := s.writeLink(ctx, tagIndexPath(name, tag, dg), dg); err != nil {
-			return PutManifestResult{}, err
-		}
 		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
 			return PutManifestResult{}, err
 		}
 	}
 	return res, nil
+}
+
+// concurrently runs fns at once and returns the first error.
+func concurrently(fns ...func() error) error {
+	errs := make(chan error, len(fns))
+	for _, fn := range fns[1:] {
+		go func() { errs <- fn() }()
+	}
+	errs <- fns[0]()
+	var first error
+	for range fns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (s *Store) checkReferences(ctx context.Context, name string, doc *manifestDoc) error {
@@ -260,6 +293,9 @@ func (s *Store) GetManifest(ctx context.Context, name, ref string) (*Manifest, e
 	if err != nil {
 		return nil, err
 	}
+	if m := s.manifests.get(dg); m != nil {
+		return m, nil
+	}
 	payload, err := s.d.GetContent(ctx, blobDataPath(dg))
 	if err != nil {
 		return nil, notFound(err, ErrManifestUnknown)
@@ -268,7 +304,39 @@ func (s *Store) GetManifest(ctx context.Context, name, ref string) (*Manifest, e
 	if err != nil {
 		return nil, fmt.Errorf("storage: stored manifest %s: %w", dg, err)
 	}
-	return &Manifest{Digest: dg, MediaType: mediaType, Payload: payload}, nil
+	m := &Manifest{Digest: dg, MediaType: mediaType, Payload: payload}
+	s.manifests.put(m)
+	return m, nil
+}
+
+// manifestCache keeps recently read manifests by digest. Content is
+// immutable, and every read still checks that the repository links the
+// digest, so an entry can never serve a deleted manifest.
+type manifestCache struct {
+	mu    sync.Mutex
+	m     map[digest.Digest]*Manifest
+	bytes int
+}
+
+// maxCachedManifestBytes bounds the cache; past it, it starts over.
+const maxCachedManifestBytes = 8 << 20
+
+func (c *manifestCache) get(dg digest.Digest) *Manifest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[dg]
+}
+
+func (c *manifestCache) put(m *Manifest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.bytes+len(m.Payload) > maxCachedManifestBytes {
+		c.m, c.bytes = make(map[digest.Digest]*Manifest), 0
+	}
+	if _, ok := c.m[m.Digest]; !ok {
+		c.m[m.Digest] = m
+		c.bytes += len(m.Payload)
+	}
 }
 
 // DeleteManifest removes manifest dg from repository name, with every tag
