@@ -16,7 +16,7 @@ import (
 )
 
 // putBlob stores content in repository name and returns its descriptor.
-func putBlob(t *testing.T, s *Store, name, mediaType string, content []byte) v1.Descriptor {
+func putBlob(t testing.TB, s *Store, name, mediaType string, content []byte) v1.Descriptor {
 	t.Helper()
 	dg := digest.FromBytes(content)
 	if _, err := s.PutBlob(ctx, name, dg, bytes.NewReader(content)); err != nil {
@@ -25,7 +25,7 @@ func putBlob(t *testing.T, s *Store, name, mediaType string, content []byte) v1.
 	return v1.Descriptor{MediaType: mediaType, Digest: dg, Size: int64(len(content))}
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -36,7 +36,7 @@ func mustJSON(t *testing.T, v any) []byte {
 
 // image builds and stores config and layer blobs, and returns a manifest
 // payload referring to them.
-func image(t *testing.T, s *Store, name, seed string, extra func(m map[string]any)) []byte {
+func image(t testing.TB, s *Store, name, seed string, extra func(m map[string]any)) []byte {
 	t.Helper()
 	cfg := putBlob(t, s, name, v1.MediaTypeImageConfig, []byte(`{"seed":"`+seed+`"}`))
 	layer := putBlob(t, s, name, v1.MediaTypeImageLayerGzip, []byte("layer "+seed))
