@@ -77,6 +77,7 @@ type Server struct {
 	log      *slog.Logger
 	refresh  *refresher
 	throttle *throttle
+	tokens   *tokenCache
 	jwks     []byte
 	engine   *gin.Engine
 }
@@ -110,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.refresh = &refresher{secrets: cfg.Signer.DeriveSecrets("refresh-token"), ttl: cfg.RefreshExpiration, now: cfg.Now}
 	s.throttle = newThrottle(cfg.Throttle, cfg.Now)
+	s.tokens = newTokenCache(cfg.Expiration)
 	var err error
 	if s.jwks, err = json.Marshal(cfg.Signer.JWKS()); err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -158,26 +160,36 @@ func (s *Server) respond(c *gin.Context, g grant, withScope bool) {
 	now := s.cfg.Now()
 	granted := s.cfg.Policy.Grant(g.subject, g.scopes)
 	c.Set(logGranted, auth.FormatScopes(granted))
-	token, err := s.cfg.Signer.Sign(auth.Claims{
-		Issuer:    s.cfg.Issuer,
-		Subject:   g.subject,
-		Audience:  auth.Audience{g.service},
-		ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.Expiration)),
-		NotBefore: jwt.NewNumericDate(now),
-		IssuedAt:  jwt.NewNumericDate(now),
-		Access:    granted,
-	})
-	if err != nil {
-		s.log.Error("signing token", "error", err)
-		fail(c, http.StatusInternalServerError, "server_error", "internal error")
-		return
+	key := grantKey(g.subject, g.service, granted)
+	token, expires, ok := s.tokens.get(key, now)
+	if !ok {
+		expires = now.Add(s.cfg.Expiration)
+		var err error
+		token, err = s.cfg.Signer.Sign(auth.Claims{
+			Issuer:    s.cfg.Issuer,
+			Subject:   g.subject,
+			Audience:  auth.Audience{g.service},
+			ExpiresAt: jwt.NewNumericDate(expires),
+			NotBefore: jwt.NewNumericDate(now),
+			IssuedAt:  jwt.NewNumericDate(now),
+			Access:    granted,
+		})
+		if err != nil {
+			s.log.Error("signing token", "error", err)
+			fail(c, http.StatusInternalServerError, "server_error", "internal error")
+			return
+		}
+		s.tokens.put(key, token, now, expires)
 	}
 	resp := tokenResponse{
 		Token:       token,
 		AccessToken: token,
-		ExpiresIn:   int(s.cfg.Expiration / time.Second),
-		IssuedAt:    now.UTC().Format(time.RFC3339),
+		// issued_at is now and expires_in what is left, so a client's
+		// expiry (issued_at + expires_in) is the token's own.
+		ExpiresIn: int((expires.Sub(now) + time.Second/2) / time.Second),
+		IssuedAt:  now.UTC().Format(time.RFC3339),
 	}
+	var err error
 	if withScope {
 		resp.Scope = auth.FormatScopes(granted)
 	}
@@ -191,4 +203,73 @@ func (s *Server) respond(c *gin.Context, g grant, withScope bool) {
 	c.Header("Cache-Control", "no-store")
 	c.Header("Pragma", "no-cache")
 	c.JSON(http.StatusOK, resp)
+}
+
+// tokenCache hands the token it signed for a grant to repeated requests for
+// the same grant (same subject, service and granted access) while the token
+// is fresh: a client logging in again, or a push trading its refresh token,
+// costs a map lookup instead of a signature (about 1.3 ms with RS256).
+// Fresh means signed within reuseWindow, so the reused token still has at
+// least Expiration - reuseWindow to live, never less than MinExpiration.
+type tokenCache struct {
+	window time.Duration
+	mu     sync.Mutex
+	m      map[string]cachedToken
+}
+
+type cachedToken struct {
+	token           string
+	signed, expires time.Time
+}
+
+// maxCachedTokens bounds the cache; past it, it starts over.
+const maxCachedTokens = 10000
+
+// newTokenCache returns a cache for tokens that live for expiration.
+func newTokenCache(expiration time.Duration) *tokenCache {
+	return &tokenCache{window: min(30*time.Second, expiration-MinExpiration)}
+}
+
+func (c *tokenCache) get(key string, now time.Time) (string, time.Time, bool) {
+	if c.window <= 0 {
+		return "", time.Time{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.m[key]
+	if !ok || now.Before(t.signed) || now.Sub(t.signed) > c.window {
+		return "", time.Time{}, false
+	}
+	return t.token, t.expires, true
+}
+
+func (c *tokenCache) put(key, token string, signed, expires time.Time) {
+	if c.window <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedTokens {
+		c.m = make(map[string]cachedToken)
+	}
+	c.m[key] = cachedToken{token: token, signed: signed, expires: expires}
+}
+
+// grantKey identifies a grant: who, for which service, exactly what.
+func grantKey(subject, service string, granted []auth.Scope) string {
+	var b strings.Builder
+	b.WriteString(subject)
+	b.WriteByte(0)
+	b.WriteString(service)
+	for _, sc := range granted {
+		b.WriteByte(0)
+		b.WriteString(sc.Type)
+		b.WriteByte('(')
+		b.WriteString(sc.Class)
+		b.WriteByte(')')
+		b.WriteString(sc.Name)
+		b.WriteByte(':')
+		b.WriteString(strings.Join(sc.Actions, ","))
+	}
+	return b.String()
 }
