@@ -20,6 +20,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/spf13/cobra"
+
+	berthcli "github.com/berth-registry/berth/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -43,7 +45,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(), userCmd(), keysCmd(), healthcheckCmd(), versionCmd())
+	root.AddCommand(serveCmd(), userCmd(), keysCmd(), berthcli.CertsCommand("authserver", "5001"), healthcheckCmd(), versionCmd())
 	return root
 }
 
