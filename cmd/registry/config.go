@@ -46,6 +46,14 @@ type Config struct {
 		// DrainTimeout is how long shutdown waits for requests in flight
 		// (default 30s).
 		DrainTimeout time.Duration `yaml:"draintimeout"`
+		// Debug serves Go's profiler (net/http/pprof) on a separate
+		// listener, as Distribution's http.debug does. Keep it on
+		// loopback: profiles reveal internals.
+		Debug struct {
+			// Addr is the debug listener (such as "127.0.0.1:5005").
+			// Empty: none.
+			Addr string `yaml:"addr"`
+		} `yaml:"debug"`
 		// TLS selects the certificate source: files (certificate, key),
 		// ACME (letsencrypt), or, when neither is set, Berth's private CA.
 		TLS struct {

@@ -117,3 +117,26 @@ func freePort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	return port
 }
+
+// TestDebugListener: http.debug.addr serves the profiler on its own
+// listener; the API listener does not.
+func TestDebugListener(t *testing.T) {
+	port := freePort(t)
+	srv := startServerWith(t, t.TempDir(), func(c *Config) { c.HTTP.Debug.Addr = "127.0.0.1:" + port }, nil)
+	resp, err := http.Get("http://127.0.0.1:" + port + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("debug listener: %d", resp.StatusCode)
+	}
+	resp, err = srv.tr.RoundTrip(mustRequest(t, "GET", srv.url("/debug/pprof/")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("profiler reachable on the API listener: %d", resp.StatusCode)
+	}
+}

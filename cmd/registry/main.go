@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -161,6 +162,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		log.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", pln.Addr().String())
 		go func() { _ = plain.Serve(pln) }()
 		defer plain.Close()
+	}
+	if cfg.HTTP.Debug.Addr != "" {
+		dln, err := net.Listen("tcp", cfg.HTTP.Debug.Addr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		debug := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		log.Warn("debug listener (profiling) is on: keep it off public networks", "addr", dln.Addr().String())
+		go func() { _ = debug.Serve(dln) }()
+		defer debug.Close()
 	}
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
