@@ -120,7 +120,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				syscall.Sync()
+				flushDirtyPages()
 				r := b.run(ctx, t, test)
 				r.Round = round
 				writeJSON(stdout, r)
