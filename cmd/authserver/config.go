@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/berth-registry/berth/auth"
 	"github.com/berth-registry/berth/auth/tokenserver"
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/tlsutil"
 )
 
 // Config is the auth server's configuration file. Its keys follow
@@ -38,15 +40,54 @@ type LogConfig struct {
 type ServerConfig struct {
 	// Addr is the listen address. Default ":5001".
 	Addr string `yaml:"addr"`
-	// Certificate and Key are the TLS certificate chain and key files.
+	// Certificate and Key are the TLS certificate chain and key files,
+	// reloaded when they change. Set both, letsencrypt, or neither (then
+	// the private CA issues the certificate).
 	Certificate string `yaml:"certificate"`
 	Key         string `yaml:"key"`
+	// MinimumTLS is tls1.2 (default) or tls1.3.
+	MinimumTLS string `yaml:"minimumtls"`
+	// LetsEncrypt obtains the certificate from an ACME CA (tls-alpn-01 on
+	// this listener) when Hosts is set. The keys mean what they mean in the
+	// registry's http.tls.letsencrypt.
+	LetsEncrypt LetsEncryptConfig `yaml:"letsencrypt"`
+	// PrivateCA is Berth's generated CA, used when neither certificate
+	// files nor letsencrypt hosts are set. It shares its directory with
+	// the registry's: the auth server's files are authserver.crt and
+	// authserver.key, the CA is ca.crt.
+	PrivateCA PrivateCAConfig `yaml:"privateca"`
 	// Insecure serves plain HTTP, for use behind a reverse proxy that
 	// terminates TLS. Default false.
 	Insecure bool `yaml:"insecure"`
 	// TrustedProxies are addresses or CIDRs whose X-Forwarded-For names
 	// the client (for login throttling and logs). Default none.
 	TrustedProxies []string `yaml:"trustedproxies"`
+}
+
+// LetsEncryptConfig is the ACME source of the server certificate.
+type LetsEncryptConfig struct {
+	// CacheFile is the directory that keeps the ACME account and
+	// certificates (default "certs/acme"; Distribution's key name).
+	CacheFile string `yaml:"cachefile"`
+	// Email is the ACME account contact; "" registers without one.
+	Email string `yaml:"email"`
+	// Hosts are the DNS names certificates may be requested for. Empty:
+	// ACME is off.
+	Hosts []string `yaml:"hosts"`
+	// DirectoryURL is the ACME directory; "" means Let's Encrypt.
+	DirectoryURL string `yaml:"directoryurl"`
+	// RootCAs are extra CA files for reaching a private ACME CA.
+	RootCAs []string `yaml:"rootcas"`
+}
+
+// PrivateCAConfig is the private CA source of the server certificate.
+type PrivateCAConfig struct {
+	// Dir holds the CA and certificates (default "certs").
+	Dir string `yaml:"dir"`
+	// Hosts are the names and IPs of the server certificate (default:
+	// this machine's name, localhost, 127.0.0.1, ::1). Put the name the
+	// registry's realm uses first.
+	Hosts []string `yaml:"hosts"`
 }
 
 // TokenConfig is about the issued tokens.
@@ -83,12 +124,12 @@ type UsersConfig struct {
 	BcryptCost int `yaml:"bcryptcost"`
 }
 
-// defaultConfig is what runs without a configuration file: TLS on, material
-// under the working directory.
+// defaultConfig is what runs without a configuration file: TLS on from the
+// private CA, material under the working directory.
 func defaultConfig() Config {
 	return Config{
 		Log:    LogConfig{Level: "info", Formatter: "text"},
-		Server: ServerConfig{Addr: ":5001", Certificate: "certs/server.crt", Key: "certs/server.key"},
+		Server: ServerConfig{Addr: ":5001", PrivateCA: PrivateCAConfig{Dir: "certs"}},
 		Token: TokenConfig{
 			Issuer:            "berth-auth",
 			Services:          []string{"berth-registry"},
@@ -121,6 +162,12 @@ func loadConfig(path string) (Config, error) {
 	}
 	if cfg.Token.RefreshExpiration <= 0 {
 		return Config{}, fmt.Errorf("token.refresh_expiration must be positive")
+	}
+	if (cfg.Server.Certificate == "") != (cfg.Server.Key == "") {
+		return Config{}, fmt.Errorf("server.certificate and server.key go together")
+	}
+	if cfg.Server.Certificate != "" && len(cfg.Server.LetsEncrypt.Hosts) > 0 {
+		return Config{}, fmt.Errorf("server: set certificate and key, or letsencrypt, not both")
 	}
 	return cfg, nil
 }
@@ -191,4 +238,21 @@ func components(cfg Config, logger *slog.Logger) (*auth.UserStore, *tokenserver.
 		return nil, nil, err
 	}
 	return users, ts, nil
+}
+
+// tlsConfig maps the server section onto tlsutil's Config: certificate
+// files, ACME, or else the private CA (certificate name "authserver", so it
+// shares the registry's certs directory without clashing).
+func (sc ServerConfig) tlsConfig() tlsutil.Config {
+	tc := tlsutil.Config{Certificate: sc.Certificate, Key: sc.Key, MinimumTLS: sc.MinimumTLS}
+	switch {
+	case sc.Certificate != "" || sc.Key != "":
+	case len(sc.LetsEncrypt.Hosts) > 0:
+		le := sc.LetsEncrypt
+		tc.ACME = &tlsutil.ACMEConfig{CacheDir: le.CacheFile, Email: le.Email, Hosts: le.Hosts, DirectoryURL: le.DirectoryURL, RootCAs: le.RootCAs}
+	default:
+		_, port, _ := net.SplitHostPort(sc.Addr)
+		tc.CA = &tlsutil.CAConfig{Dir: sc.PrivateCA.Dir, Name: "authserver", Hosts: sc.PrivateCA.Hosts, ClientPort: port}
+	}
+	return tc
 }

@@ -93,11 +93,11 @@ func healthcheckCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if url, err = healthURL(cfg.Server); err != nil {
+				if url, err = berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure); err != nil {
 					return err
 				}
 			}
-			return healthcheck(cmd.Context(), url)
+			return berthcli.Healthcheck(cmd.Context(), url)
 		},
 	}
 	cmd.Flags().StringVar(&url, "url", "", "check this URL instead of the configured server's /healthz")

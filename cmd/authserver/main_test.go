@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	berthcli "github.com/berth-registry/berth/internal/cli"
 	"io"
 	"log/slog"
 	"math/big"
@@ -229,13 +230,14 @@ func TestServeInsecureOnlyWhenSet(t *testing.T) {
 	}
 	cfg, _ := loadConfig(configFile)
 	cfg.Server.Addr = addr
-	u, err := healthURL(cfg.Server)
+	u, err := berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure)
 	if err != nil || u != "http://"+addr+"/healthz" {
 		t.Fatalf("healthURL %q %v", u, err)
 	}
 
-	// Without insecure and without a certificate: an error, not plain HTTP.
-	_, configFile = setup(t, "  addr: 127.0.0.1:0")
+	// Without insecure and with certificate files that do not load: an
+	// error, not plain HTTP.
+	_, configFile = setup(t, "  addr: 127.0.0.1:0\n  certificate: /nonexistent/server.crt\n  key: /nonexistent/server.key")
 	cfg, err = loadConfig(configFile)
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +249,70 @@ func TestServeInsecureOnlyWhenSet(t *testing.T) {
 	err = run(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), ln)
 	if err == nil || !strings.Contains(err.Error(), "server.certificate") || !strings.Contains(err.Error(), "server.insecure") {
 		t.Fatalf("run without TLS material: %v", err)
+	}
+}
+
+// Without certificate files the auth server gets its certificate from the
+// private CA, in the registry's certs directory under its own name.
+func TestServePrivateCA(t *testing.T) {
+	certs := t.TempDir()
+	_, configFile := setup(t, "  privateca: {dir: "+certs+", hosts: [auth.example, 127.0.0.1]}")
+	addr, stop := start(t, configFile)
+	waitHealthy(t, addr)
+	for _, f := range []string{"ca.crt", "ca.key", "authserver.crt", "authserver.key"} {
+		if _, err := os.Stat(filepath.Join(certs, f)); err != nil {
+			t.Fatalf("private CA file: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(certs, "server.crt")); err == nil {
+		t.Fatal("server.crt written: it would clash with another program's certificate")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	resp, err := client.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("TLS with the private CA as the only root: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil || resp.TLS.PeerCertificates[0].VerifyHostname("auth.example") != nil {
+		t.Fatalf("healthz %d, certificate for auth.example: %v", resp.StatusCode, resp.TLS != nil)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A second start reuses the CA and the certificate.
+	before, _ := os.ReadFile(filepath.Join(certs, "authserver.crt"))
+	addr, _ = start(t, configFile)
+	waitHealthy(t, addr)
+	after, _ := os.ReadFile(filepath.Join(certs, "authserver.crt"))
+	if !bytes.Equal(before, after) {
+		t.Fatal("second start re-issued the certificate")
+	}
+	if cfg, err := loadConfig(configFile); err != nil || cfg.Server.tlsConfig().CA == nil || cfg.Server.tlsConfig().CA.Name != "authserver" {
+		t.Fatalf("tlsConfig: %v", err)
+	}
+}
+
+// waitHealthy waits until the server at addr answers /healthz over TLS
+// (run creates the TLS material before it serves).
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, Timeout: time.Second}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := client.Get("https://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no TLS answer from %s: %v", addr, err)
+		}
 	}
 }
 

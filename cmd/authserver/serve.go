@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/berth-registry/berth/tlsutil"
 )
 
 // shutdownTimeout bounds the graceful shutdown of the HTTP server.
@@ -35,9 +37,21 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if srv.TLSConfig, err = serverTLS(cfg.Server, logger); err != nil {
+		ln.Close()
+		return err
+	}
+	tlsOn := srv.TLSConfig != nil
 	errc := make(chan error, 1)
-	go func() { errc <- serve(srv, ln, cfg.Server, logger) }()
-	logger.Info("auth server listening", "addr", ln.Addr().String(), "issuer", cfg.Token.Issuer, "services", cfg.Token.Services)
+	go func() {
+		if tlsOn {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	logger.Info("auth server listening", "addr", ln.Addr().String(), "tls", tlsOn,
+		"issuer", cfg.Token.Issuer, "services", cfg.Token.Services)
 
 	select {
 	case err := <-errc:
@@ -56,63 +70,18 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	return nil
 }
 
-// serve is the one place that decides how the listener is served: TLS 1.2 or
-// later with server.certificate and server.key, or plain HTTP only when
-// server.insecure is set. (It moves to tlsutil once that package exists.)
-func serve(srv *http.Server, ln net.Listener, sc ServerConfig, logger *slog.Logger) error {
+// serverTLS is the one place that decides how the listener is served: TLS
+// 1.2 or later from tlsutil (certificate files reloaded when they change,
+// ACME, or by default the private CA), or plain HTTP (nil) only when
+// server.insecure is set.
+func serverTLS(sc ServerConfig, logger *slog.Logger) (*tls.Config, error) {
 	if sc.Insecure {
 		logger.Warn("serving plain HTTP because server.insecure is set: run behind a reverse proxy that terminates TLS")
-		return srv.Serve(ln)
+		return nil, nil
 	}
-	if sc.Certificate == "" || sc.Key == "" {
-		ln.Close()
-		return errors.New("server.certificate and server.key are required (or set server.insecure behind a TLS proxy)")
-	}
-	cert, err := tls.LoadX509KeyPair(sc.Certificate, sc.Key)
+	ts, err := tlsutil.NewServer(sc.tlsConfig(), logger)
 	if err != nil {
-		ln.Close()
-		return fmt.Errorf("server TLS certificate: %w (set server.certificate and server.key, or server.insecure behind a TLS proxy)", err)
+		return nil, fmt.Errorf("server TLS: %w (set server.certificate and server.key, server.letsencrypt, or server.insecure behind a TLS proxy)", err)
 	}
-	srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	return srv.ServeTLS(ln, "", "")
-}
-
-// healthcheck asks the server at url for /healthz. The check is about this
-// process being alive, so it does not verify the server's certificate,
-// which is issued for a name that need not resolve inside the container.
-func healthcheck(ctx context.Context, url string) error {
-	client := &http.Client{
-		Timeout:   5 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-// healthURL is the /healthz address of the server configured by sc, reached
-// on the loopback interface when the address has no host.
-func healthURL(sc ServerConfig) (string, error) {
-	host, port, err := net.SplitHostPort(sc.Addr)
-	if err != nil {
-		return "", fmt.Errorf("server.addr %q: %w", sc.Addr, err)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	scheme := "https"
-	if sc.Insecure {
-		scheme = "http"
-	}
-	return scheme + "://" + net.JoinHostPort(host, port) + "/healthz", nil
+	return ts.TLSConfig(), nil
 }
