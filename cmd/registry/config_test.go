@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -138,5 +139,26 @@ func TestDebugListener(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("profiler reachable on the API listener: %d", resp.StatusCode)
+	}
+}
+
+// TestHealthcheckNeedsOnlyTheAddress: a container whose auth settings come
+// partly from the environment still passes its health check.
+func TestHealthcheckNeedsOnlyTheAddress(t *testing.T) {
+	srv := startServerWith(t, t.TempDir(), nil, nil)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	t.Setenv("REGISTRY_HTTP_ADDR", "127.0.0.1:"+port)
+	t.Setenv("REGISTRY_AUTH_TOKEN_REALM", "https://auth.example/token") // incomplete on purpose
+	cmd := rootCommand()
+	cmd.SetArgs([]string{"healthcheck"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("healthcheck of a live server: %v", err)
+	}
+	t.Setenv("REGISTRY_HTTP_ADDR", "127.0.0.1:"+freePort(t))
+	cmd = rootCommand()
+	cmd.SetArgs([]string{"healthcheck"})
+	cmd.SetErr(io.Discard)
+	if err := cmd.Execute(); err == nil {
+		t.Fatal("healthcheck of nothing succeeded")
 	}
 }
