@@ -124,6 +124,7 @@ func (s *Store) PutBlob(ctx context.Context, name string, dg digest.Digest, r io
 	}
 	size, err := s.CompleteUpload(ctx, name, id, 0, r, dg)
 	if err != nil {
+		s.states.drop(name, id)
 		_ = s.d.Delete(ctx, uploadPath(name, id))
 	}
 	return size, err
