@@ -10,9 +10,11 @@ import (
 // request body (decrypting TLS), one hashes, and the caller writes to
 // storage. On two cores this is what keeps a push at the disk's speed
 // rather than at the sum of the three costs. Memory per upload is
-// pipeBuffers × pipeBufferSize, whatever the blob's size.
+// pipeBuffers × pipeBufferSize, whatever the blob's size; 256 KiB blocks
+// stay in the CPU cache between hashing and writing (measured faster than
+// 512 KiB on this machine).
 const (
-	pipeBufferSize = 512 << 10
+	pipeBufferSize = 256 << 10
 	pipeBuffers    = 3
 )
 
