@@ -47,6 +47,13 @@ type ServerConfig struct {
 	Key         string `yaml:"key"`
 	// MinimumTLS is tls1.2 (default) or tls1.3.
 	MinimumTLS string `yaml:"minimumtls"`
+	// ClientCAs are CA files whose client certificates are required
+	// (mutual TLS). Empty: no client certificates.
+	ClientCAs []string `yaml:"clientcas"`
+	// HTTPAddr is an optional plain-HTTP listener (such as ":80") that
+	// answers ACME http-01 challenges and redirects every other request to
+	// HTTPS. Empty: none.
+	HTTPAddr string `yaml:"httpaddr"`
 	// LetsEncrypt obtains the certificate from an ACME CA (tls-alpn-01 on
 	// this listener) when Hosts is set. The keys mean what they mean in the
 	// registry's http.tls.letsencrypt.
@@ -244,7 +251,7 @@ func components(cfg Config, logger *slog.Logger) (*auth.UserStore, *tokenserver.
 // files, ACME, or else the private CA (certificate name "authserver", so it
 // shares the registry's certs directory without clashing).
 func (sc ServerConfig) tlsConfig() tlsutil.Config {
-	tc := tlsutil.Config{Certificate: sc.Certificate, Key: sc.Key, MinimumTLS: sc.MinimumTLS}
+	tc := tlsutil.Config{Certificate: sc.Certificate, Key: sc.Key, MinimumTLS: sc.MinimumTLS, ClientCAs: sc.ClientCAs}
 	switch {
 	case sc.Certificate != "" || sc.Key != "":
 	case len(sc.LetsEncrypt.Hosts) > 0:

@@ -12,12 +12,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	berthcli "github.com/berth-registry/berth/internal/cli"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +28,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/berth-registry/berth/auth"
+	berthcli "github.com/berth-registry/berth/internal/cli"
 )
 
 func TestMain(m *testing.M) {
@@ -494,5 +495,39 @@ func TestVersion(t *testing.T) {
 	out, err := cli(t, "", "version")
 	if err != nil || !strings.HasPrefix(out, "authserver dev") {
 		t.Fatalf("%q %v", out, err)
+	}
+}
+
+// TestPlainListenerRedirects: server.httpaddr redirects to HTTPS (ACME
+// http-01 challenges would be answered there) and serves nothing itself.
+func TestPlainListenerRedirects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainAddr := ln.Addr().String()
+	ln.Close()
+	_, configFile := setup(t, "  privateca: {dir: "+t.TempDir()+", hosts: [127.0.0.1]}\n  httpaddr: "+plainAddr)
+	addr, stop := start(t, configFile)
+	defer stop()
+	waitHealthy(t, addr)
+	_, tlsPort, _ := net.SplitHostPort(addr)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + plainAddr + "/token?service=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := "https://127.0.0.1:" + tlsPort + "/token?service=x"
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Fatalf("plain GET: %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	resp, err = client.PostForm("http://"+plainAddr+"/token", url.Values{"grant_type": {"password"}, "password": {"secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain POST of a password: %d, want 400", resp.StatusCode)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,11 +36,28 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	if srv.TLSConfig, err = serverTLS(cfg.Server, logger); err != nil {
+	tlsSrv, err := serverTLS(cfg.Server, logger)
+	if err != nil {
 		ln.Close()
 		return err
 	}
-	tlsOn := srv.TLSConfig != nil
+	tlsOn := tlsSrv != nil
+	if tlsOn {
+		srv.TLSConfig = tlsSrv.TLSConfig()
+		if cfg.Server.HTTPAddr != "" {
+			// ACME http-01 challenges, and redirects to the TLS port.
+			pln, err := net.Listen("tcp", cfg.Server.HTTPAddr)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			plain := &http.Server{Handler: tlsSrv.HTTPHandler(tlsutil.RedirectHandler(port)), ReadHeaderTimeout: 10 * time.Second}
+			logger.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", pln.Addr().String())
+			go func() { _ = plain.Serve(pln) }()
+			defer plain.Close()
+		}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
@@ -74,7 +90,7 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 // 1.2 or later from tlsutil (certificate files reloaded when they change,
 // ACME, or by default the private CA), or plain HTTP (nil) only when
 // server.insecure is set.
-func serverTLS(sc ServerConfig, logger *slog.Logger) (*tls.Config, error) {
+func serverTLS(sc ServerConfig, logger *slog.Logger) (*tlsutil.Server, error) {
 	if sc.Insecure {
 		logger.Warn("serving plain HTTP because server.insecure is set: run behind a reverse proxy that terminates TLS")
 		return nil, nil
@@ -83,5 +99,5 @@ func serverTLS(sc ServerConfig, logger *slog.Logger) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server TLS: %w (set server.certificate and server.key, server.letsencrypt, or server.insecure behind a TLS proxy)", err)
 	}
-	return ts.TLSConfig(), nil
+	return ts, nil
 }
