@@ -166,10 +166,11 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 		return PutManifestResult{}, err
 	}
 
-	// Order matters for crash safety: the content, then the links that
-	// make it reachable, the tag last, so a tag never points at something
-	// missing. Writes within a step are independent and run concurrently:
-	// their fsyncs share the filesystem's journal commits.
+	// Everything but the tag is written at once, so the fsyncs share the
+	// filesystem's journal commits; the tag moves only when all of it is
+	// durable, so a tag never points at something missing. A crash in
+	// between can leave a revision link whose content did not reach the
+	// disk: it reads as MANIFEST_UNKNOWN, and pushing again completes it.
 	res := PutManifestResult{Digest: dg}
 	if doc.Subject != nil {
 		res.Subject = doc.Subject.Digest
@@ -181,18 +182,13 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 			}
 			return s.d.PutContent(ctx, blobDataPath(dg), payload)
 		},
+		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
 		func() error {
 			if tag == "" {
 				return nil
 			}
-			return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) // history only; read by nothing
+			return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg)
 		},
-	)
-	if err != nil {
-		return PutManifestResult{}, err
-	}
-	err = concurrently(
-		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
 		func() error {
 			if res.Subject == "" {
 				return nil

@@ -350,3 +350,29 @@ func TestReferrers(t *testing.T) {
 }
 
 func versioned() specs.Versioned { return specs.Versioned{SchemaVersion: 2} }
+
+// TestManifestCrashBeforeContent: a crash can leave a revision link whose
+// content never reached the disk (they are written together); it reads as
+// unknown, no tag points at it, and pushing again completes it.
+func TestManifestCrashBeforeContent(t *testing.T) {
+	s, root := newStore(t)
+	payload := image(t, s, "a", "1", nil)
+	dg := digest.FromBytes(payload)
+	link := filepath.Join(root, "docker/registry/v2/repositories/a/_manifests/revisions/sha256", dg.Encoded(), "link")
+	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(link, []byte(dg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetManifest(ctx, "a", dg.String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Fatalf("revision link without content: %v, want ErrManifestUnknown", err)
+	}
+	if _, err := s.PutManifest(ctx, "a", "v1", MediaTypeOCIManifest, payload); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetManifest(ctx, "a", "v1")
+	if err != nil || !bytes.Equal(m.Payload, payload) {
+		t.Fatalf("after pushing again: %v", err)
+	}
+}
