@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 // syncWriter makes a strings.Builder safe for a logger used from Watch.
@@ -23,23 +25,6 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
-}
-
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -109,7 +94,7 @@ func TestUserStoreReloadsChangedFile(t *testing.T) {
 func TestUserStoreCorruptFileKeepsLastGoodUsers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "htpasswd")
 	writeUsers(t, path, 4, "alice", "one")
-	log := &lockedBuilder{}
+	log := &testutil.Buffer{}
 	s, err := NewUserStore(UserStoreConfig{Path: path, PollInterval: 20 * time.Millisecond, Logger: newTestLogger(log)})
 	if err != nil {
 		t.Fatal(err)

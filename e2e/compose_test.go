@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -60,7 +60,7 @@ func TestComposeQuickstart(t *testing.T) {
 		"--registry-port", strconv.Itoa(regPort), "--auth-port", strconv.Itoa(authPort))
 	qs.Dir = root
 	qs.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "BERTH_TAG="+tag)
-	var stderr syncBuffer
+	var stderr testutil.Buffer
 	qs.Stderr = &stderr
 	stdout, err := qs.StdoutPipe()
 	if err != nil {
@@ -178,23 +178,6 @@ func digest(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return d.String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freePort(t *testing.T) int {

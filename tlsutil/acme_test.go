@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -125,7 +126,7 @@ func TestACMEWithPebble(t *testing.T) {
 		"PEBBLE_WFE_NONCEREJECT=0", // no deliberate badNonce errors
 		"PEBBLE_AUTHZREUSE=0",      // every order is validated afresh
 	)
-	pebbleLog := &syncBuffer{}
+	pebbleLog := &testutil.Buffer{}
 	cmd.Stdout, cmd.Stderr = pebbleLog, pebbleLog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package tlsutil_test
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,29 +21,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
+func testLogger(t *testing.T) (*slog.Logger, *testutil.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testutil.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", buf)

@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/berth-registry/berth/auth"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -72,30 +73,13 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type fixture struct {
 	srv      *Server
 	users    *auth.UserStore
 	htpasswd string
 	verifier *auth.Verifier
 	clock    *clock
-	log      *logBuffer
+	log      *testutil.Buffer
 	signer   *auth.Signer
 }
 
@@ -120,7 +104,7 @@ func policyRules() []auth.Rule {
 
 func newFixture(t testing.TB, cost int, edit ...func(*Config)) *fixture {
 	t.Helper()
-	f := &fixture{clock: &clock{t: time.Now()}, log: &logBuffer{}}
+	f := &fixture{clock: &clock{t: time.Now()}, log: &testutil.Buffer{}}
 	f.htpasswd = filepath.Join(t.TempDir(), "htpasswd")
 	var h auth.Htpasswd
 	for _, up := range [][2]string{{"alice", alicePW}, {"bob", bobPW}} {

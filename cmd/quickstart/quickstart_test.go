@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/berth-registry/berth/auth"
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -103,32 +103,15 @@ func TestPrefixWriter(t *testing.T) {
 type quickstartRun struct {
 	cmd    *exec.Cmd
 	out    string // stdout up to and including the banner
-	stderr *syncBuffer
+	stderr *testutil.Buffer
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startQuickstart runs the quickstart binary with args until it has
 // printed its banner (both servers answer).
 func startQuickstart(t *testing.T, bin string, args ...string) *quickstartRun {
 	t.Helper()
-	r := &quickstartRun{stderr: &syncBuffer{}, done: make(chan error, 1)}
+	r := &quickstartRun{stderr: &testutil.Buffer{}, done: make(chan error, 1)}
 	r.cmd = exec.Command(bin, args...)
 	r.cmd.Stderr = r.stderr
 	stdout, err := r.cmd.StdoutPipe()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/berth-registry/berth/auth"
 	"github.com/berth-registry/berth/auth/tokenserver"
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -135,24 +135,6 @@ func startTokenAuthRegistryWith(t *testing.T, logw io.Writer, trust func(c *Conf
 	return srv, ts
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func statusOf(err error) int {
 	var te *transport.Error
 	if errors.As(err, &te) {
@@ -162,7 +144,7 @@ func statusOf(err error) int {
 }
 
 func TestTokenAuthPushPull(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.Buffer
 	srv, _ := startTokenAuthRegistry(t, &logs)
 	repo := srv.repo(t, "team/app")
 	img := randomImage(t, 2)
