@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
@@ -188,6 +189,19 @@ func (s *Server) HTTPHandler(fallback http.Handler) http.Handler {
 		return fallback
 	}
 	return s.manager.HTTPHandler(fallback)
+}
+
+// StartHTTP serves the optional plain-HTTP listener on addr in the
+// background: HTTPHandler with a redirect to HTTPS on httpsPort. It returns
+// the server (Close it at shutdown) and the address it listens on.
+func (s *Server) StartHTTP(addr, httpsPort string) (*http.Server, net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{Handler: s.HTTPHandler(RedirectHandler(httpsPort)), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, ln.Addr(), nil
 }
 
 // RedirectHandler redirects GET and HEAD requests to the same host and path

@@ -45,16 +45,13 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	if tlsOn {
 		srv.TLSConfig = tlsSrv.TLSConfig()
 		if cfg.Server.HTTPAddr != "" {
-			// ACME http-01 challenges, and redirects to the TLS port.
-			pln, err := net.Listen("tcp", cfg.Server.HTTPAddr)
+			_, port, _ := net.SplitHostPort(ln.Addr().String())
+			plain, addr, err := tlsSrv.StartHTTP(cfg.Server.HTTPAddr, port)
 			if err != nil {
 				ln.Close()
 				return err
 			}
-			_, port, _ := net.SplitHostPort(ln.Addr().String())
-			plain := &http.Server{Handler: tlsSrv.HTTPHandler(tlsutil.RedirectHandler(port)), ReadHeaderTimeout: 10 * time.Second}
-			logger.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", pln.Addr().String())
-			go func() { _ = plain.Serve(pln) }()
+			logger.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", addr.String())
 			defer plain.Close()
 		}
 	}

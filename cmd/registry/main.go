@@ -155,16 +155,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	if tlsOn && cfg.HTTP.TLS.HTTPAddr != "" {
-		// ACME http-01 challenges, and redirects to the TLS port.
-		pln, err := net.Listen("tcp", cfg.HTTP.TLS.HTTPAddr)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		plain, addr, err := ts.StartHTTP(cfg.HTTP.TLS.HTTPAddr, port)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		plain := &http.Server{Handler: ts.HTTPHandler(tlsutil.RedirectHandler(port)), ReadHeaderTimeout: 10 * time.Second}
-		log.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", pln.Addr().String())
-		go func() { _ = plain.Serve(pln) }()
+		log.Info("plain-HTTP listener for ACME http-01 and redirects", "addr", addr.String())
 		defer plain.Close()
 	}
 	if cfg.HTTP.Debug.Addr != "" {
