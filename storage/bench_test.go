@@ -31,24 +31,32 @@ func (p *patternReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// benchBlob is the i-th distinct blob of size bytes: its digest (computed
+// outside the timer) and a fresh reader of its content.
+func benchBlob(b *testing.B, i int, size int64) (digest.Digest, func() io.Reader) {
+	b.StopTimer()
+	defer b.StartTimer()
+	pat := bytes.Repeat([]byte("berth-benchmark-"), 4096)
+	seed := []byte(fmt.Sprintf("%016d", i))
+	content := func() io.Reader {
+		return io.MultiReader(bytes.NewReader(seed), &patternReader{left: size - int64(len(seed)), pat: pat})
+	}
+	h := sha256.New()
+	io.Copy(h, content())
+	return digest.NewDigest(digest.SHA256, h), content
+}
+
 // BenchmarkPutBlob measures a monolithic blob write through the store:
 // hash, write, fsync, rename (64 MiB per op, each op a distinct blob).
 func BenchmarkPutBlob(b *testing.B) {
 	s, _ := newStore(b)
 	const size = 64 << 20
-	pat := bytes.Repeat([]byte("berth-benchmark-"), 4096)
 	b.SetBytes(size)
 	i := 0
 	for b.Loop() {
-		b.StopTimer()
-		seed := []byte(fmt.Sprintf("%016d", i))
 		i++
-		h := sha256.New()
-		h.Write(seed)
-		io.Copy(h, &patternReader{left: size - 16, pat: pat})
-		dg := digest.NewDigest(digest.SHA256, h)
-		b.StartTimer()
-		if _, err := s.PutBlob(ctx, "bench/blob", dg, io.MultiReader(bytes.NewReader(seed), &patternReader{left: size - 16, pat: pat})); err != nil {
+		dg, content := benchBlob(b, i, size)
+		if _, err := s.PutBlob(ctx, "bench/blob", dg, content()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -59,19 +67,12 @@ func BenchmarkPutBlob(b *testing.B) {
 func BenchmarkChunkedUpload(b *testing.B) {
 	s, _ := newStore(b)
 	const size, chunk = 64 << 20, 16 << 20
-	pat := bytes.Repeat([]byte("berth-benchmark-"), 4096)
 	b.SetBytes(size)
 	i := 0
 	for b.Loop() {
-		b.StopTimer()
-		seed := []byte(fmt.Sprintf("%016d", i))
 		i++
-		h := sha256.New()
-		h.Write(seed)
-		io.Copy(h, &patternReader{left: size - 16, pat: pat})
-		dg := digest.NewDigest(digest.SHA256, h)
-		body := io.MultiReader(bytes.NewReader(seed), &patternReader{left: size - 16, pat: pat})
-		b.StartTimer()
+		dg, content := benchBlob(b, i, size)
+		body := content()
 		id, err := s.StartUpload(ctx, "bench/chunked")
 		if err != nil {
 			b.Fatal(err)
