@@ -165,19 +165,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		defer plain.Close()
 	}
 	if cfg.HTTP.Debug.Addr != "" {
-		dln, err := net.Listen("tcp", cfg.HTTP.Debug.Addr)
+		debug, err := startDebug(cfg.HTTP.Debug.Addr, log)
 		if err != nil {
 			ln.Close()
 			return err
 		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		debug := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		log.Warn("debug listener (profiling) is on: keep it off public networks", "addr", dln.Addr().String())
-		go func() { _ = debug.Serve(dln) }()
 		defer debug.Close()
 	}
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
@@ -215,9 +207,34 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	return nil
 }
 
+// startDebug serves Go's profiler on its own listener at addr.
+func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Warn("debug listener (profiling) is on: keep it off public networks", "addr", ln.Addr().String())
+	go func() { _ = srv.Serve(ln) }()
+	return srv, nil
+}
+
 // errorsOnly drops records below warning level (the access log).
 type errorsOnly struct{ slog.Handler }
 
 func (h errorsOnly) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
 }
+
+// WithAttrs keeps the filter on derived loggers.
+func (h errorsOnly) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return errorsOnly{h.Handler.WithAttrs(attrs)}
+}
+
+// WithGroup keeps the filter on derived loggers.
+func (h errorsOnly) WithGroup(name string) slog.Handler { return errorsOnly{h.Handler.WithGroup(name)} }
