@@ -5,67 +5,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/berth-registry/berth/internal/testutil"
+	"github.com/berth-registry/berth/internal/pebbletest"
 	"github.com/berth-registry/berth/tlsutil"
 )
-
-// pebbleInstall is how CI gets Pebble, the offline ACME test server.
-const pebbleInstall = "go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.1"
-
-// findPebble returns the pebble binary from PATH or the Go bin directory.
-// Without it the test is skipped, except in CI (CI=true), where it fails.
-func findPebble(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("pebble"); err == nil {
-		return p
-	}
-	var dirs []string
-	if out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output(); err == nil {
-		lines := strings.Split(string(out), "\n")
-		if len(lines) >= 2 {
-			if gobin := strings.TrimSpace(lines[0]); gobin != "" {
-				dirs = append(dirs, gobin)
-			}
-			for _, p := range filepath.SplitList(strings.TrimSpace(lines[1])) {
-				dirs = append(dirs, filepath.Join(p, "bin"))
-			}
-		}
-	}
-	exe := "pebble"
-	if runtime.GOOS == "windows" {
-		exe += ".exe"
-	}
-	for _, d := range dirs {
-		if p := filepath.Join(d, exe); fileOK(p) {
-			return p
-		}
-	}
-	msg := "pebble not found on PATH or in $(go env GOPATH)/bin; install it with: " + pebbleInstall
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func fileOK(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
-}
 
 func listenLoopback(t *testing.T) net.Listener {
 	t.Helper()
@@ -79,99 +32,19 @@ func listenLoopback(t *testing.T) net.Listener {
 
 func port(addr net.Addr) int { return addr.(*net.TCPAddr).Port }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	ln := listenLoopback(t)
-	defer ln.Close()
-	return port(ln.Addr())
-}
-
 // TestACMEWithPebble obtains certificates from Pebble with real validation:
 // Pebble's VA resolves the test names through a DNS server of the test's
 // own (every name is 127.0.0.1) and connects to the ports the test serves
 // on. One certificate comes by tls-alpn-01, one by http-01, and after a
 // restart on the same cache the first is served with Pebble stopped.
 func TestACMEWithPebble(t *testing.T) {
-	pebble := findPebble(t)
 	const alpnHost, httpHost = "alpn.berth.test", "http.berth.test"
 	dir := t.TempDir()
-
-	// Pebble's own HTTPS certificate, from the package's private CA.
-	pebbleCerts, err := tlsutil.EnsureCertificates(tlsutil.CAConfig{
-		Dir: filepath.Join(dir, "pebble-https"), Name: "pebble", Hosts: []string{"127.0.0.1"}}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The ports Pebble's VA connects to: 443 and 80, as the CA sees them.
 	tlsLn, httpLn := listenLoopback(t), listenLoopback(t)
-	acmePort, mgmtPort := freePort(t), freePort(t)
-	config, _ := json.Marshal(map[string]any{"pebble": map[string]any{
-		"listenAddress":           fmt.Sprintf("127.0.0.1:%d", acmePort),
-		"managementListenAddress": fmt.Sprintf("127.0.0.1:%d", mgmtPort),
-		"certificate":             pebbleCerts.CertFile,
-		"privateKey":              pebbleCerts.KeyFile,
-		"httpPort":                port(httpLn.Addr()),
-		"tlsPort":                 port(tlsLn.Addr()),
-		"keyAlgorithm":            "ecdsa",
-		"retryAfter":              map[string]int{"authz": 1, "order": 1},
-	}})
-	configFile := filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(configFile, config, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	cmd := exec.Command(pebble, "-config", configFile, "-dnsserver", startDNS(t))
-	cmd.Env = append(os.Environ(),
-		"PEBBLE_VA_NOSLEEP=1",      // no random validation delays
-		"PEBBLE_WFE_NONCEREJECT=0", // no deliberate badNonce errors
-		"PEBBLE_AUTHZREUSE=0",      // every order is validated afresh
-	)
-	pebbleLog := &testutil.Buffer{}
-	cmd.Stdout, cmd.Stderr = pebbleLog, pebbleLog
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	stopPebble := func() {
-		cmd.Process.Kill()
-		<-exited
-	}
-	t.Cleanup(func() {
-		stopPebble()
-		if t.Failed() {
-			t.Logf("pebble log:\n%s", pebbleLog)
-		}
-	})
-
-	// Wait for Pebble, then fetch the root it issues under.
-	toPebble, err := tlsutil.ClientConfig(pebbleCerts.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pebbleClient := httpsClient(toPebble)
-	directory := fmt.Sprintf("https://127.0.0.1:%d/dir", acmePort)
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if resp, _, err := get(pebbleClient, directory); err == nil && resp.StatusCode == 200 {
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatal("pebble exited")
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("pebble did not start")
-		}
-	}
-	_, rootPEM, err := get(pebbleClient, fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pebbleRoots := x509.NewCertPool()
-	if !pebbleRoots.AppendCertsFromPEM([]byte(rootPEM)) {
-		t.Fatalf("no root from pebble: %q", rootPEM)
-	}
+	peb := pebbletest.Start(t, port(tlsLn.Addr()), port(httpLn.Addr()))
+	pebbleLog, pebbleRoots, directory := peb.Log, peb.Roots, peb.Directory
+	stopPebble := peb.Stop
 
 	logger, _ := testLogger(t)
 	newServer := func(cacheDir string, clientCAs ...string) *tlsutil.Server {
@@ -181,7 +54,7 @@ func TestACMEWithPebble(t *testing.T) {
 			Email:        "ops@berth.test",
 			Hosts:        []string{alpnHost, httpHost},
 			DirectoryURL: directory,
-			RootCAs:      []string{pebbleCerts.CAFile},
+			RootCAs:      []string{peb.HTTPSCA},
 		}}, logger)
 		if err != nil {
 			t.Fatal(err)
