@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -111,6 +112,24 @@ func BenchmarkManifestPut(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkManifestPutParallel is BenchmarkManifestPut from 8 goroutines
+// per core, as a registry under load sees it: their writes share fsyncs.
+func BenchmarkManifestPutParallel(b *testing.B) {
+	s, _ := newStore(b)
+	payload := image(b, s, "bench/put", "1", nil)
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			tag := fmt.Sprintf("t%d", n.Add(1))
+			if _, err := s.PutManifest(ctx, "bench/put", tag, MediaTypeOCIManifest, payload); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 func BenchmarkTagLookup(b *testing.B) {

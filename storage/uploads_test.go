@@ -28,6 +28,7 @@ func newStore(t testing.TB) (*Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return New(d), root
 }
 
@@ -39,6 +40,7 @@ func reopen(t *testing.T, root string) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	return New(d)
 }
 

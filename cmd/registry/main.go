@@ -122,6 +122,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if err != nil {
 		return err
 	}
+	// Runs after the server has drained: journaled writes go in place, so
+	// the next start has nothing to replay.
+	defer func() {
+		if err := drv.Close(); err != nil {
+			log.Error("closing storage", "err", err)
+		}
+	}()
 	apiLog := log
 	if cfg.Log.AccessLog.Disabled {
 		apiLog = slog.New(errorsOnly{log.Handler()})

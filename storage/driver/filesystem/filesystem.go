@@ -21,14 +21,18 @@ import (
 // them, so a crash between create and rename leaves nothing visible.
 const tempPrefix = ".tmp-"
 
-// Driver stores files under a root directory. Create it with New.
+// Driver stores files under a root directory. Create it with New and
+// Close it when done: Close makes journaled writes durable in place, so
+// the next New has nothing to replay.
 type Driver struct {
-	root string
+	root    string
+	journal *journal
 }
 
 var _ driver.Driver = (*Driver)(nil)
 
-// New returns a driver rooted at dir, creating dir if needed.
+// New returns a driver rooted at dir, creating dir if needed. It first
+// replays what a crashed process left in dir's journal (see journal.go).
 func New(dir string) (*Driver, error) {
 	if dir == "" {
 		return nil, errors.New("filesystem driver: root directory is empty")
@@ -40,8 +44,16 @@ func New(dir string) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, err
 	}
-	return &Driver{root: abs}, nil
+	j, err := openJournal(abs)
+	if err != nil {
+		return nil, err
+	}
+	return &Driver{root: abs, journal: j}, nil
 }
+
+// Close makes every journaled write durable in place and removes the
+// journal. Writes after Close fail; reads go on working.
+func (d *Driver) Close() error { return d.journal.close() }
 
 // Root is the directory the driver stores files under.
 func (d *Driver) Root() string { return d.root }
@@ -49,6 +61,9 @@ func (d *Driver) Root() string { return d.root }
 func (d *Driver) full(op, p string) (string, error) {
 	if err := driver.CheckPath(op, p); err != nil {
 		return "", err
+	}
+	if p == "/"+journalDir || strings.HasPrefix(p, "/"+journalDir+"/") {
+		return "", &driver.PathError{Op: op, Path: p, Err: driver.ErrInvalidPath}
 	}
 	return filepath.Join(d.root, filepath.FromSlash(p)), nil
 }
@@ -74,36 +89,50 @@ func (d *Driver) GetContent(ctx context.Context, p string) ([]byte, error) {
 	return b, wrap("get", p, err)
 }
 
-// PutContent implements driver.Driver: temp file, fsync, rename, fsync of
-// the directory.
+// PutContent implements driver.Driver: the content goes to a temp file
+// beside path, the journal makes it durable (shared fsync), and a rename
+// puts it in place.
 func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error {
 	full, err := d.full("put", p)
 	if err != nil {
 		return err
 	}
+	tmp, err := writeTemp(full, content)
+	if err != nil {
+		return wrap("put", p, err)
+	}
+	done, err := d.journal.commit(opPut, p, content)
+	if err == nil {
+		err = os.Rename(tmp, full)
+		done()
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return wrap("put", p, err)
+	}
+	return nil
+}
+
+// writeTemp writes content to a new temp file in the directory of full,
+// creating the directory if needed, and returns the temp file's name.
+func writeTemp(full string, content []byte) (string, error) {
 	dir := filepath.Dir(full)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return wrap("put", p, err)
+		return "", err
 	}
 	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
-		return wrap("put", p, err)
+		return "", err
 	}
 	_, err = tmp.Write(content)
-	if err == nil {
-		err = tmp.Sync()
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), full)
-	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
-		return wrap("put", p, err)
+		return "", err
 	}
-	return wrap("put", p, syncDir(dir))
+	return tmp.Name(), nil
 }
 
 // Reader implements driver.Driver. The reader is an *os.File, so copying it
@@ -131,6 +160,9 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.File
 	full, err := d.full("write", p)
 	if err != nil {
 		return nil, err
+	}
+	if err := d.journal.settle(p); err != nil {
+		return nil, wrap("write", p, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 		return nil, wrap("write", p, err)
@@ -219,7 +251,7 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 	}
 	out := make([]string, 0, len(entries))
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), tempPrefix) {
+		if strings.HasPrefix(e.Name(), tempPrefix) || (p == "/" && e.Name() == journalDir) {
 			continue
 		}
 		out = append(out, path.Join(p, e.Name()))
@@ -228,7 +260,7 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 }
 
 // Move implements driver.Driver with a rename followed by an fsync of the
-// destination directory.
+// destination directory (moves are not journaled: they carry blobs).
 func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	fsrc, err := d.full("move", src)
 	if err != nil {
@@ -241,6 +273,9 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	if _, err := os.Stat(fsrc); err != nil {
 		return wrap("move", src, err)
 	}
+	if err := d.journal.settle(src, dst); err != nil {
+		return wrap("move", dst, err)
+	}
 	dir := filepath.Dir(fdst)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return wrap("move", dst, err)
@@ -251,7 +286,7 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	return wrap("move", dst, syncDir(dir))
 }
 
-// Delete implements driver.Driver.
+// Delete implements driver.Driver; the removal is journaled.
 func (d *Driver) Delete(ctx context.Context, p string) error {
 	full, err := d.full("delete", p)
 	if err != nil {
@@ -263,6 +298,11 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	if _, err := os.Lstat(full); err != nil {
 		return wrap("delete", p, err)
 	}
+	done, err := d.journal.commit(opDelete, p, nil)
+	if err != nil {
+		return wrap("delete", p, err)
+	}
+	defer done()
 	return wrap("delete", p, os.RemoveAll(full))
 }
 
