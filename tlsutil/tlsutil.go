@@ -7,7 +7,7 @@
 //
 //	tlsSrv, err := tlsutil.NewServer(cfg, logger)
 //	srv := &http.Server{Handler: h, TLSConfig: tlsSrv.TLSConfig(), ReadHeaderTimeout: 10 * time.Second}
-//	go srv.ServeTLS(ln, "", "")
+//	go srv.Serve(tlsSrv.Listener(ln))
 //	// optional, ACME http-01 and redirect: (&http.Server{Handler: tlsSrv.HTTPHandler(tlsutil.RedirectHandler("5000"))}).Serve(ln80)
 package tlsutil
 
@@ -169,7 +169,7 @@ func privateCA(cfg CAConfig, logger *slog.Logger) (func(*tls.ClientHelloInfo) (*
 }
 
 // TLSConfig returns a new copy of the server TLS configuration, for
-// http.Server.TLSConfig (serve with ServeTLS(ln, "", "")) or tls.NewListener.
+// http.Server.TLSConfig (serve with Serve(Listener(ln))) or tls.NewListener.
 func (s *Server) TLSConfig() *tls.Config {
 	return s.tlsConfig.Clone()
 }

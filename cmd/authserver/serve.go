@@ -58,7 +58,7 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- srv.ServeTLS(ln, "", "")
+			errc <- srv.Serve(tlsSrv.Listener(ln))
 		} else {
 			errc <- srv.Serve(ln)
 		}

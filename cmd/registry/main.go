@@ -190,7 +190,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	errc := make(chan error, 1)
 	go func() {
 		if tlsOn {
-			errc <- srv.ServeTLS(ln, "", "")
+			errc <- srv.Serve(ts.Listener(ln))
 		} else {
 			errc <- srv.Serve(ln)
 		}
