@@ -182,19 +182,31 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.File
 		f.Close()
 		return nil, wrap("write", p, err)
 	}
-	return &fileWriter{f: f, path: p, size: st.Size()}, nil
+	return &fileWriter{f: f, path: p, size: st.Size(), flushed: st.Size()}, nil
 }
 
 type fileWriter struct {
 	f         *os.File
 	path      string
 	size      int64
+	flushed   int64 // writeback has been started up to here
 	dirSynced bool
 }
+
+// writebackEvery is how much a Writer writes before it asks the kernel to
+// start writing it to disk. Without it a large blob sits in the page cache
+// until Commit's fsync, which then writes all of it while the client
+// waits; with it the disk works while the body is still arriving, and the
+// fsync has only the tail left.
+const writebackEvery = 8 << 20
 
 func (w *fileWriter) Write(b []byte) (int, error) {
 	n, err := w.f.Write(b)
 	w.size += int64(n)
+	if w.size-w.flushed >= writebackEvery {
+		startWriteback(w.f, w.flushed, w.size-w.flushed)
+		w.flushed = w.size
+	}
 	return n, wrap("write", w.path, err)
 }
 
