@@ -39,12 +39,13 @@ type Handler struct {
 	log    *slog.Logger
 	authz  Authorizer
 	delete bool
+	memory *memoryReleaser
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled}
+	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, memory: newMemoryReleaser()}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,6 +90,10 @@ func (h *Handler) serve(c *gin.Context) {
 			h.fail(c, err)
 			return
 		}
+	}
+	if route.Kind == KindBlob || route.Kind == KindUpload || route.Kind == KindUploadStart {
+		h.memory.begin()
+		defer func() { h.memory.end(max(c.Request.ContentLength, int64(c.Writer.Size()))) }()
 	}
 	if err := h.dispatch(c, route); err != nil {
 		h.fail(c, err)
