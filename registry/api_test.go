@@ -23,6 +23,7 @@ func newTestHandler(t *testing.T, cfg Config) *Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() })
 	cfg.Store = storage.New(d)
 	return New(cfg)
 }

@@ -25,6 +25,7 @@ func serveBerth(t *testing.T) (url, caFile, root string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { drv.Close() })
 	srv := httptest.NewUnstartedServer(registry.New(registry.Config{Store: storage.New(drv), DeleteEnabled: true}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
