@@ -46,7 +46,7 @@ type Options struct {
 var (
 	registryTests = []string{"push-mono", "push-chunked", "push-parallel", "pull", "pull-h2", "manifest-put", "manifest-get"}
 	authTests     = []string{"token-basic", "token-refresh"}
-	limitTests    = []string{"limit-sha256", "limit-aesgcm", "limit-disk"}
+	limitTests    = []string{"limit-sha256", "limit-aesgcm", "limit-recv", "limit-disk"}
 )
 
 // selected returns the tests of group that only (comma-separated, empty

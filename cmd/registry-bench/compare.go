@@ -143,8 +143,8 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // boundLimit measures the machine limit that bounds a test: a push is
-// bounded by durable disk writes, a pull by one core that decrypts and
-// hashes every byte. ok is false for tests without such a bound.
+// bounded by durable disk writes, a pull by one core that receives,
+// decrypts and hashes every byte. ok is false for tests without such a bound.
 func (b *bencher) boundLimit(test string) (r Result, ok bool) {
 	switch {
 	case strings.HasPrefix(test, "push"):
@@ -152,7 +152,8 @@ func (b *bencher) boundLimit(test string) (r Result, ok bool) {
 	case strings.HasPrefix(test, "pull"):
 		sha := b.limit("limit-sha256")
 		gcm := b.limit("limit-aesgcm")
-		return Result{Target: "machine", Test: "limit-pull", Unit: "MB/s", Value: pullBound(sha.Value, gcm.Value)}, true
+		recv := b.limit("limit-recv")
+		return Result{Target: "machine", Test: "limit-pull", Unit: "MB/s", Value: pullBound(sha.Value, gcm.Value, recv.Value)}, true
 	}
 	return Result{}, false
 }

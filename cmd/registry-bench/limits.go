@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +35,8 @@ func (b *bencher) limit(test string) Result {
 		r, err = limitAESGCM()
 	case "limit-disk":
 		r, err = limitDisk(b.opt.DiskDir, diskSize, b.newBlob(blockSize))
+	case "limit-recv":
+		r, err = limitRecv()
 	default:
 		err = fmt.Errorf("unknown test %q", test)
 	}
@@ -114,13 +118,60 @@ type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
-// pullBound is the throughput of one core that decrypts (AES-GCM) and
-// hashes (sha256) every byte, as a pulling client does in one goroutine.
-func pullBound(sha, aesgcm float64) float64 {
+// limitRecv is how fast one core takes bytes in from a loopback TCP
+// connection (the kernel's receive path and the copy out of it), measured
+// as the receiving thread's CPU time where the system reports it (Linux),
+// else as wall time. A sender in this process writes 256 KiB at a time.
+func limitRecv() (Result, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return Result{}, err
+	}
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, blockSize)
+		for start := time.Now(); time.Since(start) < limitTime; {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0, start := threadCPU(), time.Now()
+	n, err := io.CopyBuffer(io.Discard, c, make([]byte, blockSize))
+	cpu, d := threadCPU()-cpu0, time.Since(start)
+	if err != nil {
+		return Result{}, err
+	}
+	if cpu > 0 {
+		d = cpu
+	}
+	return Result{Unit: "MB/s", Value: throughput(n, d), Bytes: n, Seconds: d.Seconds()}, nil
+}
+
+// pullBound is the throughput of one core that takes every byte in from
+// the socket, decrypts it (AES-GCM) and hashes it (sha256), as a pulling
+// client does in one goroutine. recv ≤ 0 leaves the socket out.
+func pullBound(sha, aesgcm, recv float64) float64 {
 	if sha <= 0 || aesgcm <= 0 {
 		return 0
 	}
-	return 1 / (1/sha + 1/aesgcm)
+	per := 1/sha + 1/aesgcm
+	if recv > 0 {
+		per += 1 / recv
+	}
+	return 1 / per
 }
 
 // resetPeak resets the peak RSS (VmHWM) of process pid (Linux ≥ 4.0;

@@ -8,7 +8,7 @@
 //
 // The tests: push-mono, push-chunked, push-parallel, pull, pull-h2,
 // manifest-put, manifest-get (the registry), token-basic, token-refresh
-// (the auth server), limit-sha256, limit-aesgcm, limit-disk (the machine).
+// (the auth server), limit-sha256, limit-aesgcm, limit-recv, limit-disk (the machine).
 package main
 
 import (
@@ -173,10 +173,10 @@ func newTarget(opt Options, name, url string) (*target, error) {
 }
 
 // limits runs the selected machine-limit tests, and adds the pull bound
-// when both CPU limits ran.
+// when the CPU limits ran.
 func (b *bencher) limits(stdout io.Writer) []Result {
 	var rs []Result
-	var sha, gcm float64
+	var sha, gcm, recv float64
 	for _, test := range selected(b.opt.Only, limitTests) {
 		r := b.limit(test)
 		writeJSON(stdout, r)
@@ -186,9 +186,11 @@ func (b *bencher) limits(stdout io.Writer) []Result {
 			sha = r.Value
 		case "limit-aesgcm":
 			gcm = r.Value
+		case "limit-recv":
+			recv = r.Value
 		}
 	}
-	if v := pullBound(sha, gcm); v > 0 {
+	if v := pullBound(sha, gcm, recv); v > 0 {
 		r := Result{Target: "machine", Test: "limit-pull", Unit: "MB/s", Value: v}
 		writeJSON(stdout, r)
 		rs = append(rs, r)

@@ -68,8 +68,11 @@ func TestParseVmHWM(t *testing.T) {
 }
 
 func TestPullBound(t *testing.T) {
-	if got := pullBound(2000, 4000); int(got) != 1333 {
+	if got := pullBound(2000, 4000, 0); int(got) != 1333 {
 		t.Fatalf("pullBound = %v", got)
+	}
+	if got := pullBound(2000, 4000, 4000); int(got) != 1000 {
+		t.Fatalf("pullBound with the socket = %v", got)
 	}
 }
 
