@@ -28,7 +28,7 @@ import (
 // do the directory updates of other writes.
 //
 // PutContent and Delete append a record (the path, and for a put the whole
-// content) to the journal, wait until a group commit has fsynced it, and
+// content) to the journal, wait until a group commit has synced it, and
 // only then rename the new file into place or remove the old one. A crash
 // can lose the rename or the removal but not the record: on the next start
 // New replays every orphaned journal in order, makes the result durable and
@@ -40,8 +40,10 @@ import (
 // that a live generation journaled: replaying that generation later would
 // otherwise undo the newer write.
 //
-//	<root>/.journal/<start time>-<pid>-<n>   one file per generation, locked
-//	                                          by the process writing it
+//	<root>/.journal/<opened>-<seq>-<pid>   one file per generation, locked by
+//	                                        the process writing it; <opened>
+//	                                        is when that process opened the
+//	                                        journal, in hex nanoseconds
 const (
 	journalDir       = ".journal"
 	journalMagic     = "berth-journal-1\n"
@@ -242,7 +244,7 @@ func (j *journal) commit(op byte, p string, content []byte) (done func(), err er
 		return nil, j.err
 	}
 	if g == j.cur && g.size >= journalRotateSize && !j.closed {
-		j.rotateLocked()
+		_ = j.rotateLocked() // on failure, the next commit tries again
 	}
 	return g.applying.Done, nil
 }
@@ -297,7 +299,10 @@ func (j *journal) settle(paths ...string) error {
 		return nil
 	}
 	last := j.cur
-	j.rotateLocked()
+	if err := j.rotateLocked(); err != nil {
+		j.mu.Unlock()
+		return fmt.Errorf("filesystem driver: checkpointing the journal: %w", err)
+	}
 	j.mu.Unlock()
 	<-last.checkpointed
 	j.mu.Lock()
@@ -307,14 +312,14 @@ func (j *journal) settle(paths ...string) error {
 
 // rotateLocked starts a new generation and checkpoints the current one in
 // the background. If the new file cannot be made, the current generation
-// goes on and is checkpointed at the next rotation.
-func (j *journal) rotateLocked() {
+// goes on (and is checkpointed at a later rotation).
+func (j *journal) rotateLocked() error {
 	g := j.spare
 	j.spare = nil
 	if g == nil {
 		var err error
 		if g, err = j.createGeneration(j.newGenerationLocked()); err != nil {
-			return
+			return err
 		}
 	}
 	old := j.cur
@@ -323,6 +328,7 @@ func (j *journal) rotateLocked() {
 	j.live = append(j.live, g)
 	j.bg.Go(func() { j.checkpoint(old) })
 	j.bg.Go(j.prepareSpare)
+	return nil
 }
 
 // checkpoint makes every change of g durable where it lives, then removes
