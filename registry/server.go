@@ -93,7 +93,13 @@ func (h *Handler) serve(c *gin.Context) {
 	}
 	if route.Kind == KindBlob || route.Kind == KindUpload || route.Kind == KindUploadStart {
 		h.memory.begin()
-		defer func() { h.memory.end(max(c.Request.ContentLength, int64(c.Writer.Size()))) }()
+		defer func() {
+			moved := c.Request.ContentLength // -1: a streamed body, of unknown length
+			if moved >= 0 {
+				moved = max(moved, int64(c.Writer.Size()))
+			}
+			h.memory.end(moved)
+		}()
 	}
 	if err := h.dispatch(c, route); err != nil {
 		h.fail(c, err)
