@@ -1,9 +1,16 @@
 package registry
 
 import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 func testReleaser() (*memoryReleaser, *atomic.Int32) {
@@ -60,4 +67,42 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5s")
+}
+
+// TestHandlerReleasesAfterLargeBlobs: the handler counts blob requests:
+// a 16 MiB monolithic push and a streamed PATCH (no Content-Length) each
+// lead to a release, a manifest GET does not.
+func TestHandlerReleasesAfterLargeBlobs(t *testing.T) {
+	h := newTestHandler(t, Config{})
+	m, n := testReleaser()
+	h.memory = m
+	blob := bytes.Repeat([]byte("b"), bulkTransfer)
+	dg := digest.FromBytes(blob)
+	serve := func(req *http.Request) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := serve(httptest.NewRequest(http.MethodPost, "/v2/big/blobs/uploads/?digest="+dg.String(), bytes.NewReader(blob))); rec.Code != http.StatusCreated {
+		t.Fatalf("monolithic push: %d %s", rec.Code, rec.Body)
+	}
+	waitFor(t, func() bool { return n.Load() == 1 })
+
+	rec := serve(httptest.NewRequest(http.MethodPost, "/v2/big/blobs/uploads/", nil))
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("start upload: %d", rec.Code)
+	}
+	waitFor(t, func() bool { return n.Load() == 1 }) // a small request
+	patch := httptest.NewRequest(http.MethodPatch, rec.Header().Get("Location"), io.NopCloser(strings.NewReader("streamed")))
+	patch.ContentLength = -1
+	if rec := serve(patch); rec.Code != http.StatusAccepted {
+		t.Fatalf("streamed patch: %d %s", rec.Code, rec.Body)
+	}
+	waitFor(t, func() bool { return n.Load() == 2 })
+
+	serve(httptest.NewRequest(http.MethodGet, "/v2/big/manifests/latest", nil))
+	time.Sleep(60 * time.Millisecond)
+	if got := n.Load(); got != 2 {
+		t.Fatalf("%d releases after a manifest request, want 2", got)
+	}
 }
