@@ -128,12 +128,23 @@ func dash(s string) string {
 // comparison is the outcome of one test on both registries over all
 // rounds.
 type comparison struct {
-	Test         string
-	Unit         string
-	A, B         []Result // Berth's and Distribution's rounds
-	Bound        string   // the machine limit that bounds the test, if any
-	BoundValue   float64  // in Unit
-	BoundExplain string
+	Test   string
+	Unit   string
+	A, B   []Result  // Berth's and Distribution's rounds
+	Bound  string    // the machine limit that bounds the test, if any
+	Bounds []float64 // that limit, measured before each of A's rounds, in Unit
+}
+
+// boundFraction is the median over rounds of A's figure as a fraction of
+// the limit measured next to it; 0 when there is none.
+func (c comparison) boundFraction() float64 {
+	var f []float64
+	for i, r := range c.A {
+		if i < len(c.Bounds) && r.Error == "" && c.Bounds[i] > 0 {
+			f = append(f, r.Value/c.Bounds[i])
+		}
+	}
+	return median(f)
 }
 
 func values(rs []Result) []float64 {
@@ -178,7 +189,8 @@ func maxRSS(rs []Result) int64 {
 
 // writeComparison prints the side-by-side table: per test the median of
 // each registry, each round's figure, Berth/Distribution, and Berth as a
-// fraction of the machine limit that bounds the test.
+// fraction of the machine limit that bounds the test (the median of the
+// rounds' fractions).
 func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "test\tunit\t%s\t%s\t%s/%s\tbound\t%s/bound\tp50|p99 ms %s\tp50|p99 ms %s\tpeak RSS %s\tpeak RSS %s\trounds %s\trounds %s\n",
@@ -190,10 +202,10 @@ func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 			ratio = fmt.Sprintf("%.2f", a/b)
 		}
 		bound, frac := "-", "-"
-		if c.BoundValue > 0 {
-			bound = fmt.Sprintf("%s %s", c.Bound, fmtNum(c.BoundValue))
-			if a > 0 {
-				frac = fmt.Sprintf("%.0f%%", 100*a/c.BoundValue)
+		if bv := median(c.Bounds); bv > 0 {
+			bound = fmt.Sprintf("%s %s", c.Bound, fmtNum(bv))
+			if f := c.boundFraction(); f > 0 {
+				frac = fmt.Sprintf("%.0f%%", 100*f)
 			}
 		}
 		latA, latB := "-", "-"
