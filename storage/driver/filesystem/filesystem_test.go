@@ -17,6 +17,7 @@ func TestSuite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { d.Close() }) // before the directory goes
 		return d
 	})
 }
@@ -30,6 +31,7 @@ func TestCrashLeftoversInvisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer d.Close()
 	ctx := context.Background()
 	if err := d.PutContent(ctx, "/dir/link", []byte("sha256:old")); err != nil {
 		t.Fatal(err)
@@ -50,6 +52,7 @@ func TestCrashLeftoversInvisible(t *testing.T) {
 func TestLayoutMatchesPath(t *testing.T) {
 	root := t.TempDir()
 	d, _ := New(root)
+	defer d.Close()
 	if err := d.PutContent(context.Background(), "/docker/registry/v2/x", []byte("1")); err != nil {
 		t.Fatal(err)
 	}

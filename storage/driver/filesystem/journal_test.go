@@ -26,6 +26,7 @@ func mustNew(t *testing.T, root string) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() }) // before the directory goes
 	return d
 }
 
