@@ -389,15 +389,16 @@ func (j *journal) close() error {
 // appendRecord encodes one record: its payload's length and CRC-32C, then
 // the payload (kind, path length, path, content).
 func appendRecord(b []byte, op byte, p string, content []byte) []byte {
-	n := 1 + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(len(p))) + len(p) + len(content)
 	start := len(b)
-	b = binary.LittleEndian.AppendUint32(b, uint32(n))
-	b = binary.LittleEndian.AppendUint32(b, 0)
+	b = binary.LittleEndian.AppendUint32(b, 0) // length, set below
+	b = binary.LittleEndian.AppendUint32(b, 0) // checksum, set below
 	b = append(b, op)
 	b = binary.AppendUvarint(b, uint64(len(p)))
 	b = append(b, p...)
 	b = append(b, content...)
-	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], crcTable))
+	payload := b[start+8:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(payload, crcTable))
 	return b
 }
 
@@ -411,32 +412,32 @@ type record struct {
 // readRecords decodes the records of a journal file. A torn or corrupt
 // record ends the file: it was never acknowledged, and nothing after it
 // was either.
-func readRecords(r io.Reader) ([]record, error) {
+func readRecords(r io.Reader) []record {
 	br := bufio.NewReader(r)
 	magic := make([]byte, len(journalMagic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != journalMagic {
-		return nil, nil // created but never written: nothing to replay
+		return nil // created but never written: nothing to replay
 	}
 	var out []record
 	var hdr [8]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return out, nil
+			return out
 		}
 		n := binary.LittleEndian.Uint32(hdr[:4])
 		if n < 2 || n > maxJournalRecord+1024 {
-			return out, nil
+			return out
 		}
 		payload := make([]byte, n)
 		if _, err := io.ReadFull(br, payload); err != nil {
-			return out, nil
+			return out
 		}
 		if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
-			return out, nil
+			return out
 		}
 		plen, k := binary.Uvarint(payload[1:])
 		if k <= 0 || uint64(len(payload)-1-k) < plen {
-			return out, nil
+			return out
 		}
 		p := string(payload[1+k : 1+k+int(plen)])
 		out = append(out, record{op: payload[0], path: p, content: payload[1+k+int(plen):]})
@@ -470,11 +471,7 @@ func (j *journal) recover() error {
 			continue
 		}
 		files = append(files, f)
-		recs, err := readRecords(f)
-		if err != nil {
-			return err
-		}
-		for _, r := range recs {
+		for _, r := range readRecords(f) {
 			if err := j.apply(r); err != nil {
 				return err
 			}
