@@ -11,9 +11,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"strings"
 
+	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/storage/driver"
 )
 
@@ -85,7 +85,7 @@ func (d *Driver) GetContent(ctx context.Context, p string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(full)
+	b, err := osfile.ReadFile(full)
 	return b, wrap("get", p, err)
 }
 
@@ -103,7 +103,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	}
 	done, err := d.journal.commit(opPut, p, content)
 	if err == nil {
-		err = os.Rename(tmp, full)
+		err = osfile.Rename(tmp, full)
 		done()
 	}
 	if err != nil {
@@ -142,7 +142,7 @@ func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadClo
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(full)
+	f, err := osfile.Open(full)
 	if err != nil {
 		return nil, wrap("read", p, err)
 	}
@@ -173,7 +173,7 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.File
 	} else {
 		flags |= os.O_TRUNC
 	}
-	f, err := os.OpenFile(full, flags, 0o644)
+	f, err := osfile.OpenFile(full, flags, 0o644)
 	if err != nil {
 		return nil, wrap("write", p, err)
 	}
@@ -292,7 +292,7 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return wrap("move", dst, err)
 	}
-	if err := os.Rename(fsrc, fdst); err != nil {
+	if err := osfile.Rename(fsrc, fdst); err != nil {
 		return wrap("move", dst, err)
 	}
 	return wrap("move", dst, syncDir(dir))
@@ -318,17 +318,6 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	return wrap("delete", p, os.RemoveAll(full))
 }
 
-// syncDir makes a directory's entries durable. Windows cannot fsync a
-// directory; NTFS journals metadata itself.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	f.Close()
-	return err
-}
+// syncDir makes a directory's entries durable (nothing to do on Windows,
+// where NTFS journals metadata itself).
+func syncDir(dir string) error { return osfile.SyncDir(dir) }

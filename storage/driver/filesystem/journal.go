@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/storage/driver"
 )
 
@@ -132,7 +133,7 @@ func (j *journal) newGenerationLocked() (name string, seq int) {
 
 // createGeneration creates, locks and preallocates a journal file.
 func (j *journal) createGeneration(name string, seq int) (*generation, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := osfile.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +446,11 @@ func readRecords(r io.Reader) []record {
 }
 
 // recover replays, oldest first, every journal file that no live process
-// holds, makes the result durable and removes the files.
+// holds, makes the result durable and removes the files. Each file stays
+// open and locked until it is removed, so another process starting on the
+// same directory cannot replay it a second time, over writes made since:
+// the files are opened sharing deletion, which lets Windows remove a file
+// that is open, as Unix does.
 func (j *journal) recover() error {
 	entries, err := os.ReadDir(j.dir)
 	if err != nil {
@@ -462,7 +467,7 @@ func (j *journal) recover() error {
 		if e.IsDir() || strings.HasPrefix(e.Name(), tempPrefix) {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(j.dir, e.Name()), os.O_RDWR, 0)
+		f, err := osfile.OpenFile(filepath.Join(j.dir, e.Name()), os.O_RDWR, 0)
 		if err != nil {
 			return err
 		}
@@ -504,7 +509,7 @@ func (j *journal) apply(r record) error {
 		if err != nil {
 			return err
 		}
-		if err := os.Rename(tmp, full); err != nil {
+		if err := osfile.Rename(tmp, full); err != nil {
 			os.Remove(tmp)
 			return err
 		}

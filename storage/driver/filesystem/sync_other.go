@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 // syncfsAvailable: syncAll needs the paths that changed.
@@ -41,7 +43,7 @@ func syncFile(name string) error {
 		}
 		return err
 	}
-	f, err := os.OpenFile(name, os.O_RDWR, 0) // Windows flushes only what it may write
+	f, err := osfile.OpenFile(name, os.O_RDWR, 0) // Windows flushes only what it may write
 	if err != nil {
 		return err
 	}
