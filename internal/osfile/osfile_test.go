@@ -1,4 +1,4 @@
-package osfile
+package osfile_test
 
 import (
 	"errors"
@@ -10,6 +10,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/internal/osfile"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 func write(t *testing.T, name, content string) {
@@ -42,7 +45,7 @@ func TestOpenReaderDoesNotBlockRenameOrRemove(t *testing.T) {
 	write(t, target, "old")
 	write(t, next, "new")
 
-	r, err := Open(target)
+	r, err := osfile.Open(target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,17 +55,17 @@ func TestOpenReaderDoesNotBlockRenameOrRemove(t *testing.T) {
 		read <- readAll(t, r)
 		r.Close()
 	}()
-	if err := Rename(next, target); err != nil {
+	if err := osfile.Rename(next, target); err != nil {
 		t.Fatalf("rename over an open file: %v", err)
 	}
 	if got := <-read; got != "old" {
 		t.Errorf("the open reader read %q, want the old content", got)
 	}
-	if b, err := ReadFile(target); err != nil || string(b) != "new" {
+	if b, err := osfile.ReadFile(target); err != nil || string(b) != "new" {
 		t.Errorf("ReadFile after the rename = %q, %v; want new", b, err)
 	}
 
-	r2, err := Open(target)
+	r2, err := osfile.Open(target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +83,7 @@ func TestOpenReaderDoesNotBlockRenameOrRemove(t *testing.T) {
 func TestConcurrentReplaceAndRead(t *testing.T) {
 	dir := t.TempDir()
 	target := filepath.Join(dir, "current")
-	if err := WriteFile(target, []byte("v0"), 0o644); err != nil {
+	if err := osfile.WriteFile(target, []byte("v0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -88,14 +91,14 @@ func TestConcurrentReplaceAndRead(t *testing.T) {
 	for w := range 4 {
 		wg.Go(func() {
 			for i := range 25 {
-				if err := WriteFile(target, []byte(strings.Repeat("x", w+i+1)), 0o644); err != nil {
+				if err := osfile.WriteFile(target, []byte(strings.Repeat("x", w+i+1)), 0o644); err != nil {
 					errs <- err
 				}
 			}
 		})
 		wg.Go(func() {
 			for range 25 {
-				b, err := ReadFile(target)
+				b, err := osfile.ReadFile(target)
 				if err != nil {
 					errs <- err
 				} else if len(b) == 0 {
@@ -114,10 +117,10 @@ func TestConcurrentReplaceAndRead(t *testing.T) {
 func TestOpenFileFlags(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "f")
-	if _, err := Open(name); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := osfile.Open(name); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Open of a missing file: %v, want not-exist", err)
 	}
-	f, err := OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := osfile.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +128,11 @@ func TestOpenFileFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if _, err := OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); !errors.Is(err, fs.ErrExist) {
+	if _, err := osfile.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("O_EXCL on an existing file: %v, want exist", err)
 	}
 
-	f, err = OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	f, err = osfile.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +145,7 @@ func TestOpenFileFlags(t *testing.T) {
 	}
 	f.Close()
 
-	f, err = OpenFile(name, os.O_RDWR|os.O_TRUNC, 0)
+	f, err = osfile.OpenFile(name, os.O_RDWR|os.O_TRUNC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,17 +154,17 @@ func TestOpenFileFlags(t *testing.T) {
 	}
 	f.Close()
 
-	f, err = OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err = osfile.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.WriteString("z")
 	f.Close()
-	if b, _ := ReadFile(name); string(b) != "z" {
+	if b, _ := osfile.ReadFile(name); string(b) != "z" {
 		t.Errorf("O_CREATE|O_TRUNC: file holds %q, want z", b)
 	}
 
-	d, err := Open(dir)
+	d, err := osfile.Open(dir)
 	if err != nil {
 		t.Fatalf("Open of a directory: %v", err)
 	}
@@ -180,28 +183,79 @@ func TestLongPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := filepath.Join(deep, "link")
-	if err := WriteFile(name, []byte("deep"), 0o644); err != nil {
+	if err := osfile.WriteFile(name, []byte("deep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := ReadFile(name); err != nil || string(b) != "deep" {
+	if b, err := osfile.ReadFile(name); err != nil || string(b) != "deep" {
 		t.Fatalf("ReadFile = %q, %v", b, err)
 	}
 }
 
-func TestWriteFileMode(t *testing.T) {
+func TestWriteFileLeavesNoTemporaryFile(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "sub", "secret")
-	if err := WriteFile(name, []byte("s"), 0o600); err != nil {
-		t.Fatal(err)
+	for _, content := range []string{"one", "two"} {
+		if err := osfile.WriteFile(name, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	st, err := os.Stat(name)
-	if err != nil {
-		t.Fatal(err)
+	if err := osfile.WriteNew(name, []byte("three"), 0o600); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("WriteNew over an existing file: %v, want exist", err)
 	}
-	if want := fileMode(0o600); st.Mode().Perm() != want {
-		t.Errorf("mode %v, want %v", st.Mode().Perm(), want)
+	if b, err := osfile.ReadFile(name); err != nil || string(b) != "two" {
+		t.Errorf("content %q, %v; want two", b, err)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(name))
 	if len(entries) != 1 {
 		t.Errorf("temporary files left behind: %v", entries)
+	}
+}
+
+// Mode 0600 means private on every system: on Windows an access list for
+// the owner, SYSTEM and Administrators only.
+func TestPrivateFiles(t *testing.T) {
+	testutil.SkipUnderWine(t, "Wine keeps no file access lists")
+	for _, write := range []func(string, []byte, os.FileMode) error{osfile.WriteFile, osfile.WriteNew} {
+		name := filepath.Join(t.TempDir(), "sub", "secret")
+		if err := write(name, []byte("s"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if private, err := osfile.IsPrivate(name); err != nil || !private {
+			t.Errorf("a file written with mode 0600: private = %v, %v", private, err)
+		}
+		public := filepath.Join(filepath.Dir(name), "public")
+		if err := write(public, []byte("p"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if private, err := osfile.IsPrivate(public); err != nil || private {
+			t.Errorf("a file written with mode 0644: private = %v, %v", private, err)
+		}
+	}
+}
+
+// Lock excludes: increments of a counter file under the lock are never lost.
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	lock, counter := filepath.Join(dir, "lock"), filepath.Join(dir, "counter")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				unlock, err := osfile.Lock(lock)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := osfile.ReadFile(counter)
+				time.Sleep(time.Millisecond) // widen the window a lost update needs
+				if err := osfile.WriteFile(counter, append(b, 'x'), 0o644); err != nil {
+					t.Error(err)
+				}
+				unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if b, _ := osfile.ReadFile(counter); len(b) != 80 {
+		t.Errorf("counter holds %d increments, want 80", len(b))
 	}
 }

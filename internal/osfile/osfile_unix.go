@@ -2,7 +2,10 @@
 
 package osfile
 
-import "os"
+import (
+	"os"
+	"syscall"
+)
 
 // OpenFile opens a file like os.OpenFile.
 func OpenFile(name string, flag int, perm os.FileMode) (*os.File, error) {
@@ -27,3 +30,38 @@ func SyncDir(dir string) error {
 
 // ReadFile reads the whole file, like os.ReadFile.
 func ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
+
+// makePrivate does nothing on Unix: the file's mode already says who may
+// open it.
+func makePrivate(string) error { return nil }
+
+// IsPrivate reports whether only the file's owner may read and write it:
+// its mode gives the group and others nothing.
+func IsPrivate(name string) (bool, error) {
+	st, err := os.Stat(name)
+	if err != nil {
+		return false, err
+	}
+	return st.Mode().Perm()&0o077 == 0, nil
+}
+
+// Lock takes an exclusive lock on the file name, creating it if needed,
+// and waits while another process or another Lock holds it. The lock ends
+// with unlock, or when the process dies.
+func Lock(name string) (unlock func(), err error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "lock", Path: name, Err: err}
+	}
+	return func() { f.Close() }, nil
+}

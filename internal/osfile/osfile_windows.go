@@ -215,3 +215,82 @@ func longPath(name string) string {
 // SyncDir does nothing on Windows: a directory cannot be opened for
 // flushing there, and NTFS journals its metadata itself.
 func SyncDir(string) error { return nil }
+
+// makePrivate gives name a protected access list (nothing inherited from
+// its folder) that lets only the current user, SYSTEM and the
+// Administrators group open it: what mode 0600 means on Unix. Windows has
+// no mode bits; without this a key or password file inherits its
+// folder's list, which on most folders lets every local user read it.
+func makePrivate(name string) error {
+	user, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return err
+	}
+	sd, err := windows.SecurityDescriptorFromString("D:P(A;;FA;;;" + user.User.Sid.String() + ")(A;;FA;;;SY)(A;;FA;;;BA)")
+	if err != nil {
+		return err
+	}
+	dacl, _, err := sd.DACL()
+	if err != nil {
+		return err
+	}
+	return windows.SetNamedSecurityInfo(longPath(name), windows.SE_FILE_OBJECT,
+		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil)
+}
+
+// IsPrivate reports whether only the file's owner (with SYSTEM and the
+// Administrators group) may open it: its access list is protected from
+// inheritance and allows no one else.
+func IsPrivate(name string) (bool, error) {
+	sd, err := windows.GetNamedSecurityInfo(longPath(name), windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION|windows.OWNER_SECURITY_INFORMATION)
+	if err != nil {
+		return false, err
+	}
+	control, _, err := sd.Control()
+	if err != nil || control&windows.SE_DACL_PROTECTED == 0 {
+		return false, err
+	}
+	owner, _, err := sd.Owner()
+	if err != nil {
+		return false, err
+	}
+	user, err := windows.GetCurrentProcessToken().GetTokenUser()
+	if err != nil {
+		return false, err
+	}
+	dacl, _, err := sd.DACL()
+	if err != nil || dacl == nil { // a nil list allows everyone
+		return false, err
+	}
+	allowed := map[string]bool{owner.String(): true, user.User.Sid.String(): true, "S-1-5-18": true, "S-1-5-32-544": true}
+	for i := range uint32(dacl.AceCount) {
+		var ace *windows.ACCESS_ALLOWED_ACE
+		if err := windows.GetAce(dacl, i, &ace); err != nil {
+			return false, err
+		}
+		if ace.Header.AceType != windows.ACCESS_ALLOWED_ACE_TYPE {
+			continue
+		}
+		sid := (*windows.SID)(unsafe.Pointer(&ace.SidStart))
+		if !allowed[sid.String()] {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Lock takes an exclusive lock on the file name, creating it if needed,
+// and waits while another process or another Lock holds it. The lock ends
+// with unlock, or when the process dies.
+func Lock(name string) (unlock func(), err error) {
+	f, err := OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	var ol windows.Overlapped
+	if err := windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, &ol); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "lock", Path: name, Err: err}
+	}
+	return func() { f.Close() }, nil
+}
