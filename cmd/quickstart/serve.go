@@ -66,7 +66,7 @@ func serve(ctx context.Context, st *state, procs []process, stdout, stderr io.Wr
 	for _, p := range procs {
 		c, err := startChild(p, logs)
 		if err != nil {
-			stopAll(nil, children...)
+			stopAll(nil, stopGrace, children...)
 			return err
 		}
 		children = append(children, c)
@@ -84,7 +84,7 @@ func serve(ctx context.Context, st *state, procs []process, stdout, stderr io.Wr
 	}
 	cancel()
 	if err != nil {
-		stopAll(sig, children...)
+		stopAll(sig, stopGrace, children...)
 		return err
 	}
 	fmt.Fprint(stdout, banner(st))
@@ -96,7 +96,7 @@ func serve(ctx context.Context, st *state, procs []process, stdout, stderr io.Wr
 	select {
 	case sig = <-sigs:
 		fmt.Fprintf(stdout, "\n%v: stopping …\n", sig)
-		stopAll(sig, children...)
+		stopAll(sig, stopGrace, children...)
 		for _, c := range children {
 			if c.err != nil && !isSignalExit(c.err) {
 				return fmt.Errorf("%s: %w", c.name, c.err)
@@ -104,10 +104,10 @@ func serve(ctx context.Context, st *state, procs []process, stdout, stderr io.Wr
 		}
 		return nil
 	case c := <-exited:
-		stopAll(syscall.SIGTERM, children...)
+		stopAll(syscall.SIGTERM, stopGrace, children...)
 		return fmt.Errorf("%s exited: %v", c.name, c.err)
 	case <-ctx.Done():
-		stopAll(syscall.SIGTERM, children...)
+		stopAll(syscall.SIGTERM, stopGrace, children...)
 		return ctx.Err()
 	}
 }
@@ -133,11 +133,11 @@ func startChild(p process, logs *lockedWriter) (*child, error) {
 }
 
 // stopAll forwards sig to every child still running (a nil sig: SIGTERM),
-// kills those that have not exited after stopGrace, and waits for all.
+// kills those that have not exited after grace, and waits for all.
 // Where a signal cannot be sent (Windows has no SIGTERM or SIGINT for other
 // processes; Ctrl-C reaches every process of the console by itself) the
 // grace period still applies.
-func stopAll(sig os.Signal, children ...*child) {
+func stopAll(sig os.Signal, grace time.Duration, children ...*child) {
 	if sig == nil {
 		sig = syscall.SIGTERM
 	}
@@ -148,14 +148,27 @@ func stopAll(sig os.Signal, children ...*child) {
 			_ = c.cmd.Process.Signal(sig)
 		}
 	}
-	deadline := time.After(stopGrace)
+	expired := time.NewTimer(grace)
+	defer expired.Stop()
 	for _, c := range children {
 		select {
 		case <-c.done:
-		case <-deadline:
-			_ = c.cmd.Process.Kill()
-			<-c.done
+			continue
+		case <-expired.C:
 		}
+		// The grace period is over (the timer fires once): kill every
+		// child still running, then wait for them all.
+		for _, c := range children {
+			select {
+			case <-c.done:
+			default:
+				_ = c.cmd.Process.Kill()
+			}
+		}
+		break
+	}
+	for _, c := range children {
+		<-c.done
 	}
 }
 
