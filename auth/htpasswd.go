@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 // DefaultBcryptCost is the bcrypt cost of new password hashes.
@@ -77,7 +79,7 @@ func ParseHtpasswd(data []byte) (*Htpasswd, error) {
 // ReadHtpasswd reads and parses an htpasswd file. A missing file reads as an
 // empty one.
 func ReadHtpasswd(path string) (*Htpasswd, error) {
-	data, err := os.ReadFile(path)
+	data, err := osfile.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return &Htpasswd{}, nil
 	}
@@ -85,6 +87,30 @@ func ReadHtpasswd(path string) (*Htpasswd, error) {
 		return nil, err
 	}
 	return ParseHtpasswd(data)
+}
+
+// EditHtpasswd reads the htpasswd file at path, lets edit change it and
+// writes it back, holding a lock (the file .<name>.lock beside it) from the
+// read to the write: two edits at the same time, from two processes, both
+// land. An error from edit leaves the file as it was. Readers need no
+// lock: the file is replaced atomically.
+func EditHtpasswd(path string, edit func(*Htpasswd) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	unlock, err := osfile.Lock(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	h, err := ReadHtpasswd(path)
+	if err != nil {
+		return err
+	}
+	if err := edit(h); err != nil {
+		return err
+	}
+	return h.WriteFile(path)
 }
 
 // hashFormat names the format of a password hash as Apache's htpasswd
@@ -212,42 +238,5 @@ func (h *Htpasswd) Bytes() []byte {
 // in the same directory with mode 0600, syncs it, renames it over path and
 // syncs the directory. Parent directories are created with mode 0700.
 func (h *Htpasswd) WriteFile(path string) error {
-	return writeFileAtomic(path, h.Bytes(), 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync() // not supported everywhere (Windows); the rename is done
-		d.Close()
-	}
-	return nil
+	return osfile.WriteFile(path, h.Bytes(), 0o600)
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 // apacheHtpasswd returns the path of Apache's htpasswd (Debian package
@@ -182,13 +184,7 @@ func TestHtpasswdWriteFileAtomic0600(t *testing.T) {
 	if err := h.WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
-	}
+	testutil.CheckPrivate(t, path)
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left: %v", entries)

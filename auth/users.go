@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 // ErrBadCredentials is the one error Authenticate returns for an unknown user
@@ -111,7 +113,7 @@ func (s *UserStore) Reload() (changed bool, err error) {
 	case statErr != nil:
 		return false, statErr
 	default:
-		if data, err = os.ReadFile(s.cfg.Path); err != nil {
+		if data, err = osfile.ReadFile(s.cfg.Path); err != nil {
 			return false, err
 		}
 	}

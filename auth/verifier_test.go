@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 // rawToken assembles a compact JWS from a header, claims and a signing
@@ -233,11 +235,11 @@ func TestLoadVerifierFromFiles(t *testing.T) {
 	bundled := selfSigned(t, RS256, "signer")
 	published := mustSigner(t, Key{Private: testKey(t, EdDSA, "jwks")})
 	bundle, jwksFile := dir+"/token.crt", dir+"/jwks.json"
-	if err := writeFileAtomic(bundle, EncodeCertificatesPEM(bundled.Chain...), 0o644); err != nil {
+	if err := osfile.WriteFile(bundle, EncodeCertificatesPEM(bundled.Chain...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	doc, _ := json.Marshal(published.JWKS())
-	if err := writeFileAtomic(jwksFile, doc, 0o644); err != nil {
+	if err := osfile.WriteFile(jwksFile, doc, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	v, err := LoadVerifier(testIssuer, testService, bundle, jwksFile, []string{"RS256", "EdDSA"})

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -19,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 // KeyType selects the algorithm of private keys that the private CA
@@ -231,7 +232,7 @@ func loadOrCreateCA(certFile, keyFile string, kt KeyType) (*x509.Certificate, bo
 	if err != nil {
 		return nil, false, err
 	}
-	if err := createFile(keyFile, keyPEM, 0o600); err != nil {
+	if err := osfile.WriteNew(keyFile, keyPEM, 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			cert, err := waitForCACert(certFile)
 			return cert, false, err
@@ -239,7 +240,7 @@ func loadOrCreateCA(certFile, keyFile string, kt KeyType) (*x509.Certificate, bo
 		return nil, false, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := createFile(certFile, certPEM, 0o644); err != nil {
+	if err := osfile.WriteNew(certFile, certPEM, 0o644); err != nil {
 		return nil, false, err
 	}
 	cert, err := x509.ParseCertificate(der)
@@ -258,7 +259,7 @@ func waitForCACert(certFile string) (*x509.Certificate, error) {
 }
 
 func readCACert(certFile string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(certFile)
+	data, err := osfile.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: reading CA certificate: %w", err)
 	}
@@ -278,7 +279,7 @@ func readCACert(certFile string) (*x509.Certificate, error) {
 
 // loadCAKey reads the CA's private key and checks that it belongs to cert.
 func loadCAKey(keyFile string, cert *x509.Certificate) (crypto.Signer, error) {
-	data, err := os.ReadFile(keyFile)
+	data, err := osfile.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: the CA key is needed to issue a server certificate: %w", err)
 	}
@@ -326,7 +327,7 @@ func leafReason(certFile, keyFile string, ca *x509.Certificate, hosts []string, 
 	case !certOK:
 		return "", fmt.Errorf("tlsutil: %s exists without %s: not replacing the key unless forced to renew", keyFile, certFile)
 	}
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := loadKeyPair(certFile, keyFile)
 	if err != nil {
 		if force {
 			return "unusable server certificate: " + err.Error(), nil
@@ -397,10 +398,10 @@ func issueLeaf(ca *x509.Certificate, caKey crypto.Signer, cfg CAConfig, certFile
 	}
 	// Key first, then certificate: a reader in between sees a mismatched
 	// pair, which the reloader refuses while keeping the old one.
-	if err := replaceFile(keyFile, keyPEM, 0o600); err != nil {
+	if err := osfile.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		return err
 	}
-	return replaceFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return osfile.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
 func generateKey(kt KeyType) (crypto.Signer, error) {

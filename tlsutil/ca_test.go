@@ -10,11 +10,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -77,16 +77,8 @@ func TestCAAndServerCertificateVerify(t *testing.T) {
 		t.Error("verified against an unrelated root")
 	}
 
-	if runtime.GOOS != "windows" {
-		for _, f := range []string{files.CAKeyFile, files.KeyFile} {
-			st, err := os.Stat(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Mode().Perm() != 0o600 {
-				t.Errorf("%s has mode %v, want 0600", f, st.Mode().Perm())
-			}
-		}
+	for _, f := range []string{files.CAKeyFile, files.KeyFile} {
+		testutil.CheckPrivate(t, f)
 	}
 }
 
@@ -217,11 +209,7 @@ func TestServerCertificateRenewal(t *testing.T) {
 	if err := readCert(t, got.CertFile).CheckSignatureFrom(ca.cert); err != nil {
 		t.Errorf("forced re-issue not signed by the CA: %v", err)
 	}
-	if runtime.GOOS != "windows" {
-		if st, _ := os.Stat(got.KeyFile); st.Mode().Perm() != 0o600 {
-			t.Errorf("re-issued key mode %v, want 0600", st.Mode().Perm())
-		}
-	}
+	testutil.CheckPrivate(t, got.KeyFile)
 	// No temporary files are left behind.
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {

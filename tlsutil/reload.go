@@ -30,7 +30,7 @@ type keyPairReloader struct {
 func newKeyPairReloader(certFile, keyFile string, logger *slog.Logger) (*keyPairReloader, error) {
 	r := &keyPairReloader{certFile: certFile, keyFile: keyFile, logger: logger}
 	certStat, keyStat := r.stat()
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := loadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: loading certificate %s and key %s: %w", certFile, keyFile, err)
 	}
@@ -62,7 +62,7 @@ func (r *keyPairReloader) reloadIfChanged() {
 		return
 	}
 	r.certStat, r.keyStat = certStat, keyStat
-	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	cert, err := loadKeyPair(r.certFile, r.keyFile)
 	if err != nil {
 		r.logger.Error("TLS certificate changed but does not load; still serving the previous one",
 			"certificate", r.certFile, "key", r.keyFile, "err", err)

@@ -19,10 +19,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/berth-registry/berth/internal/osfile"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -256,7 +256,7 @@ func parseMinimumTLS(s string) (uint16, error) {
 func loadPool(files []string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := osfile.ReadFile(f)
 		if err != nil {
 			return nil, fmt.Errorf("tlsutil: reading CA file: %w", err)
 		}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/auth"
+	"github.com/berth-registry/berth/internal/osfile"
 )
 
 func keysCmd() *cobra.Command {
@@ -88,30 +88,14 @@ func keysGenerateCmd() *cobra.Command {
 	return cmd
 }
 
-// writeNew creates path with perm. Without force an existing file is an
-// error (O_EXCL, so a file created meanwhile is not overwritten either).
+// writeNew creates path with perm, atomically. Without force an existing
+// file is an error (and so is a file created meanwhile); with force it is
+// replaced.
 func writeNew(path string, data []byte, perm os.FileMode, force bool) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
 	if force {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
+		return osfile.WriteFile(path, data, perm)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return osfile.WriteNew(path, data, perm)
 }
 
 func keysJWKSCmd() *cobra.Command {

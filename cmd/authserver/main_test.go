@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -22,13 +23,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-registry/berth/auth"
 	berthcli "github.com/berth-registry/berth/internal/cli"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -378,10 +382,7 @@ func TestUserCommands(t *testing.T) {
 	if out, err := cli(t, "pw-one\n", "user", "add", "bob", "--htpasswd", file, "--password-stdin"); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	fi, err := os.Stat(file)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("htpasswd mode: %v %v", fi.Mode(), err)
-	}
+	testutil.CheckPrivate(t, file)
 	if _, err := cli(t, "x\n", "user", "add", "bob", "--htpasswd", file, "--password-stdin"); err == nil {
 		t.Fatal("adding an existing user succeeded")
 	}
@@ -448,10 +449,7 @@ func TestKeysGenerate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	fi, err := os.Stat(key)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key mode %v %v", fi.Mode(), err)
-	}
+	testutil.CheckPrivate(t, key)
 	k, err := auth.LoadKey(key, cert)
 	if err != nil {
 		t.Fatal(err)
@@ -529,5 +527,35 @@ func TestPlainListenerRedirects(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("plain POST of a password: %d, want 400", resp.StatusCode)
+	}
+}
+
+// Eight `user add` commands at once (each a read, a bcrypt hash and a
+// write of the whole file) lose no user: the file is locked from the read
+// to the write.
+func TestConcurrentUserCommands(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "htpasswd")
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			user := fmt.Sprintf("user%d", i)
+			if out, err := cli(t, "pw-"+user+"\n", "user", "add", user, "--htpasswd", file, "--password-stdin"); err != nil {
+				t.Errorf("user add %s: %v %s", user, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	h, err := auth.ReadHtpasswd(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		user := fmt.Sprintf("user%d", i)
+		hash, ok := h.Hash(user)
+		if !ok {
+			t.Errorf("%s was lost", user)
+		} else if bcrypt.CompareHashAndPassword([]byte(hash), []byte("pw-"+user)) != nil {
+			t.Errorf("%s has another user's password", user)
+		}
 	}
 }

@@ -74,24 +74,35 @@ func userSetCmd(name, short string, mustExist bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Check before asking for the password, and again under the
+			// lock: another command may have changed the file meanwhile.
+			check := func(h *auth.Htpasswd) error {
+				if _, exists := h.Hash(user); exists != mustExist {
+					if exists {
+						return fmt.Errorf("user %q already exists; use `authserver user passwd`", user)
+					}
+					return fmt.Errorf("no user %q in %s", user, path)
+				}
+				return nil
+			}
 			h, err := auth.ReadHtpasswd(path)
 			if err != nil {
 				return err
 			}
-			if _, exists := h.Hash(user); exists != mustExist {
-				if exists {
-					return fmt.Errorf("user %q already exists; use `authserver user passwd`", user)
-				}
-				return fmt.Errorf("no user %q in %s", user, path)
+			if err := check(h); err != nil {
+				return err
 			}
 			password, err := readPassword(cmd, f.passwordStdin)
 			if err != nil {
 				return err
 			}
-			if err := h.SetPassword(user, password, cost); err != nil {
-				return err
-			}
-			if err := h.WriteFile(path); err != nil {
+			err = auth.EditHtpasswd(path, func(h *auth.Htpasswd) error {
+				if err := check(h); err != nil {
+					return err
+				}
+				return h.SetPassword(user, password, cost)
+			})
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: password of %q set (bcrypt cost %d)\n", path, user, cost)
@@ -113,14 +124,13 @@ func userRmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			h, err := auth.ReadHtpasswd(path)
+			err = auth.EditHtpasswd(path, func(h *auth.Htpasswd) error {
+				if !h.Remove(args[0]) {
+					return fmt.Errorf("no user %q in %s", args[0], path)
+				}
+				return nil
+			})
 			if err != nil {
-				return err
-			}
-			if !h.Remove(args[0]) {
-				return fmt.Errorf("no user %q in %s", args[0], path)
-			}
-			if err := h.WriteFile(path); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: removed %q\n", path, args[0])

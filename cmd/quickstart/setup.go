@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -286,18 +287,11 @@ func exists(path string) bool {
 // writeIfMissing creates path with data unless it exists; it reports
 // whether it wrote.
 func writeIfMissing(path string, data []byte) (bool, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := osfile.WriteNew(path, data, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return false, nil
 	}
-	if err != nil {
-		return false, err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return false, err
-	}
-	return true, f.Close()
+	return err == nil, err
 }
 
 // registryYAML is the registry's configuration. Paths are relative to the
