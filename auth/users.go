@@ -63,6 +63,12 @@ type UserStore struct {
 	mu      sync.Mutex // guards dummies and seen
 	dummies map[int][]byte
 	seen    os.FileInfo // last stat looked at, loaded or not
+	// seenSettled: when seen was taken, its modification time was older
+	// than settleTime, so a later write shows as another time. A write in
+	// the same clock tick as the one seen can leave size and time as they
+	// were, and on Windows os.SameFile looks the file up by name when it
+	// compares, so a replaced file can look the same.
+	seenSettled bool
 }
 
 type userSnapshot struct {
@@ -102,7 +108,7 @@ func NewUserStore(cfg UserStoreConfig) (*UserStore, error) {
 func (s *UserStore) Reload() (changed bool, err error) {
 	fi, statErr := os.Stat(s.cfg.Path)
 	s.mu.Lock()
-	s.seen = fi
+	s.seen, s.seenSettled = fi, fi == nil || !recent(fi.ModTime())
 	s.mu.Unlock()
 	var data []byte
 	switch {
@@ -186,7 +192,7 @@ func (s *UserStore) Watch(ctx context.Context) {
 			continue
 		}
 		s.mu.Lock()
-		same := sameStat(s.seen, fi)
+		same := sameStat(s.seen, fi) && s.seenSettled
 		s.mu.Unlock()
 		if same || fi != nil && recent(fi.ModTime()) {
 			// Unchanged, or written a moment ago by a tool that
