@@ -1,0 +1,117 @@
+package tokenserver
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// attackResult is what one simulated brute force did.
+type attackResult struct {
+	checked   int // attacker's guesses whose password was checked (401)
+	throttled int // attacker's guesses refused before any check (429)
+	ownerOK   int // the owner's logins that succeeded
+	ownerTry  int // the owner's logins during the attack
+}
+
+// bruteForce sends attempts wrong passwords for alice, one every step of
+// the fixture's clock, from attacker(i); after every ownerEvery of them
+// alice logs in with her password from owner(j). It fails the test on any
+// answer other than 200, 401 or a well-formed 429.
+func bruteForce(t testing.TB, f *fixture, attempts, ownerEvery int, step time.Duration, attacker, owner func(int) string) attackResult {
+	t.Helper()
+	const q = "account=alice&client_id=docker&offline_token=true&service=" + service
+	var r attackResult
+	for i := range attempts {
+		w := f.get(t, q, "alice", fmt.Sprintf("guess-%d", i), attacker(i))
+		switch w.Code {
+		case 401:
+			r.checked++
+		case 429:
+			r.throttled++
+			if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra < 1 {
+				t.Fatalf("attempt %d: 429 with Retry-After %q", i, w.Header().Get("Retry-After"))
+			}
+		default:
+			t.Fatalf("attempt %d: status %d %s", i, w.Code, w.Body.String())
+		}
+		if (i+1)%ownerEvery == 0 {
+			w := f.get(t, q, "alice", alicePW, owner(r.ownerTry))
+			r.ownerTry++
+			switch w.Code {
+			case 200:
+				r.ownerOK++
+			case 429:
+			default:
+				t.Fatalf("owner's login %d: status %d %s", r.ownerTry, w.Code, w.Body.String())
+			}
+		}
+		f.clock.Advance(step)
+	}
+	return r
+}
+
+// TestOwnerLogsInDuringBruteForce reproduces issue 12's finding: during a
+// brute force of 1,000 guesses at alice's password, alice's own logins
+// from another address were all refused. Now they all succeed, whether she
+// logs in from where she usually does or from addresses she never used,
+// and the guesser still gets only the account's budget of checks.
+func TestOwnerLogsInDuringBruteForce(t *testing.T) {
+	const (
+		attempts = 1000
+		step     = 100 * time.Millisecond // 10 guesses a second, 100 s
+		// The default budget: 5 failures, then one per 10 s.
+		maxChecked = 5 + int(attempts*step/(10*time.Second)) + 1
+	)
+	attacker := func(int) string { return "203.0.113.66" }
+	for _, tc := range []struct {
+		name  string
+		owner func(int) string
+	}{
+		{"from her usual address", func(int) string { return "198.51.100.10" }},
+		{"from a new address each time", func(j int) string { return "198.51.100." + strconv.Itoa(100+j) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 4)
+			if w := f.get(t, "service="+service, "alice", alicePW, "198.51.100.10"); w.Code != 200 {
+				t.Fatalf("alice's login before the attack: %d", w.Code)
+			}
+			r := bruteForce(t, f, attempts, 10, step, attacker, tc.owner)
+			if r.ownerOK != r.ownerTry || r.ownerTry != attempts/10 {
+				t.Errorf("alice logged in %d times out of %d during the attack", r.ownerOK, r.ownerTry)
+			}
+			if r.checked > maxChecked || r.checked+r.throttled != attempts {
+				t.Errorf("attacker: %d guesses checked (at most %d allowed), %d throttled", r.checked, maxChecked, r.throttled)
+			}
+		})
+	}
+}
+
+// TestOwnerLogsInDuringDistributedBruteForce: 1,000 guesses at alice, each
+// from an address of its own. The guesses checked stay within the account's
+// budget; alice still logs in from where she logged in before. From an
+// address she never used she is refused too: such a login cannot be told
+// from the guesses.
+func TestOwnerLogsInDuringDistributedBruteForce(t *testing.T) {
+	const (
+		attempts   = 1000
+		step       = 100 * time.Millisecond
+		maxChecked = 5 + 10 + int(attempts*step/(10*time.Second)) + 1
+	)
+	attacker := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
+	f := newFixture(t, 4)
+	if w := f.get(t, "service="+service, "alice", alicePW, "198.51.100.10"); w.Code != 200 {
+		t.Fatalf("alice's login before the attack: %d", w.Code)
+	}
+	r := bruteForce(t, f, attempts, 10, step, attacker, func(int) string { return "198.51.100.10" })
+	if r.ownerOK != r.ownerTry {
+		t.Errorf("alice logged in %d times out of %d from her usual address", r.ownerOK, r.ownerTry)
+	}
+	if r.checked > maxChecked {
+		t.Errorf("attacker: %d guesses checked, at most %d allowed", r.checked, maxChecked)
+	}
+	if w := f.get(t, "service="+service, "alice", alicePW, "192.0.2.200"); w.Code != 429 {
+		t.Errorf("alice from a new address while many addresses guess: %d, want 429", w.Code)
+	}
+}
