@@ -13,6 +13,9 @@ type attackResult struct {
 	throttled int // attacker's guesses refused before any check (429)
 	ownerOK   int // the owner's logins that succeeded
 	ownerTry  int // the owner's logins during the attack
+	// throttledTime is the real time the throttled guesses took to
+	// answer, in all.
+	throttledTime time.Duration
 }
 
 // bruteForce sends attempts wrong passwords for alice, one every step of
@@ -24,12 +27,15 @@ func bruteForce(t testing.TB, f *fixture, attempts, ownerEvery int, step time.Du
 	const q = "account=alice&client_id=docker&offline_token=true&service=" + service
 	var r attackResult
 	for i := range attempts {
+		start := time.Now()
 		w := f.get(t, q, "alice", fmt.Sprintf("guess-%d", i), attacker(i))
+		took := time.Since(start)
 		switch w.Code {
 		case 401:
 			r.checked++
 		case 429:
 			r.throttled++
+			r.throttledTime += took
 			if ra, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || ra < 1 {
 				t.Fatalf("attempt %d: 429 with Retry-After %q", i, w.Header().Get("Retry-After"))
 			}
@@ -113,5 +119,48 @@ func TestOwnerLogsInDuringDistributedBruteForce(t *testing.T) {
 	}
 	if w := f.get(t, "service="+service, "alice", alicePW, "192.0.2.200"); w.Code != 429 {
 		t.Errorf("alice from a new address while many addresses guess: %d, want 429", w.Code)
+	}
+}
+
+// BenchmarkLoginAttack measures issue 12's brute force at bcrypt cost 10:
+// 1,000 wrong passwords for alice, paced on the fixture's clock, while
+// alice logs in with her password after every tenth guess. It reports the
+// guesses whose password was checked per minute of attack, alice's
+// successful logins out of her tries, and how long a throttled guess took
+// to be answered. Run it with -benchtime=1x: one attack per scenario.
+func BenchmarkLoginAttack(b *testing.B) {
+	const attempts = 1000
+	one := func(int) string { return "203.0.113.66" }
+	many := func(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255) }
+	usual := func(int) string { return "198.51.100.10" }
+	fresh := func(j int) string { return "198.51.100." + strconv.Itoa(100+j) }
+	for _, sc := range []struct {
+		name                string
+		step                time.Duration
+		attacker, owner     func(int) string
+		ownerLoggedInBefore bool
+	}{
+		{"one address, 10 guesses/s, owner at her usual address", 100 * time.Millisecond, one, usual, true},
+		{"one address, 10 guesses/s, owner at new addresses", 100 * time.Millisecond, one, fresh, false},
+		{"one address, 1 guess/s, owner at new addresses", time.Second, one, fresh, false},
+		{"1000 addresses, 10 guesses/s, owner at her usual address", 100 * time.Millisecond, many, usual, true},
+		{"1000 addresses, 10 guesses/s, owner at new addresses", 100 * time.Millisecond, many, fresh, false},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			var r attackResult
+			for b.Loop() {
+				f := newFixture(b, benchCost, func(c *Config) { c.Logger = nil })
+				if sc.ownerLoggedInBefore {
+					if w := f.get(b, "service="+service, "alice", alicePW, usual(0)); w.Code != 200 {
+						b.Fatal(w.Code)
+					}
+				}
+				r = bruteForce(b, f, attempts, 10, sc.step, sc.attacker, sc.owner)
+			}
+			b.ReportMetric(float64(r.checked)/(attempts*sc.step).Minutes(), "checked/min")
+			b.ReportMetric(float64(r.ownerOK), "owner-ok")
+			b.ReportMetric(float64(r.ownerTry), "owner-tries")
+			b.ReportMetric(float64(r.throttledTime.Nanoseconds())/float64(max(r.throttled, 1)), "ns/throttled")
+		})
 	}
 }
