@@ -128,6 +128,14 @@ func mergeScope(list []Scope, sc Scope) []Scope {
 	return append(list, sc)
 }
 
+// UnmarshalJSON decodes a scope of a token's "access" claim by the exact
+// names of its members, as Claims are decoded.
+func (s *Scope) UnmarshalJSON(data []byte) error {
+	return decodeExact(data, []member{
+		{"type", &s.Type}, {"class", &s.Class}, {"name", &s.Name}, {"actions", &s.Actions},
+	})
+}
+
 // String formats the scope in the grammar ParseScope reads. A scope with no
 // actions formats with an empty action list ("repository:a:").
 func (s Scope) String() string {
