@@ -73,13 +73,13 @@ const (
 
 // Bounds on the throttle's tables, so that an attacker rotating addresses
 // and user names cannot grow them without limit. Entries are small and of
-// fixed size (account names are kept as 64-bit keyed hashes): full, the
-// tables hold about 4 MB (accounts), 6 MB (addresses) and 5 MB (known
-// addresses). A full table first drops its idle entries (at most one sweep
-// per Interval), then an arbitrary one. Only checked failures add entries,
-// at bcrypt's pace, and entries go idle within minutes, so the tables fill
-// only under a flood from many thousands of addresses; what evicting an
-// active entry gives such a flood back is one more burst for that key.
+// fixed size (account names are kept as 64-bit keyed hashes): all three
+// full take about 13 MB (TestThrottleMemoryBound holds them to 20). A full
+// table first drops its idle entries (at most one sweep per Interval), then
+// an arbitrary one. Only checked failures add entries, at bcrypt's pace, and
+// entries go idle within minutes, so the tables fill only under a flood
+// from many thousands of addresses; what evicting an active entry gives
+// such a flood back is one more burst for that key.
 const (
 	defaultMaxAccounts  = 1 << 16
 	defaultMaxAddresses = 1 << 16
