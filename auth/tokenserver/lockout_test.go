@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -89,6 +90,15 @@ func TestOwnerLogsInDuringBruteForce(t *testing.T) {
 			}
 			if r.checked > maxChecked || r.checked+r.throttled != attempts {
 				t.Errorf("attacker: %d guesses checked (at most %d allowed), %d throttled", r.checked, maxChecked, r.throttled)
+			}
+			// The access log says which count held a guess back, and
+			// holds no password, guessed or right.
+			log := f.log.String()
+			if !strings.Contains(log, `"status":429`) || !strings.Contains(log, `"throttled":"account"`) {
+				t.Error("the access log does not say why guesses were refused")
+			}
+			if strings.Contains(log, "guess-") || strings.Contains(log, alicePW) {
+				t.Error("the access log holds a password")
 			}
 		})
 	}
