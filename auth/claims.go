@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -54,6 +55,43 @@ type Claims struct {
 	ID string `json:"jti,omitempty"`
 	// Access lists the granted scopes. Encoded as [] when empty.
 	Access []Scope `json:"access"`
+}
+
+// UnmarshalJSON decodes the claims by their exact names. encoding/json
+// would also take "ISS" or "Aud" for a field, but claim names are
+// case-sensitive (RFC 7519, section 4): a token without "aud" has no
+// audience, whatever else it holds, as any other verifier reads it.
+func (c *Claims) UnmarshalJSON(data []byte) error {
+	return decodeExact(data, []member{
+		{"iss", &c.Issuer}, {"sub", &c.Subject}, {"aud", &c.Audience},
+		{"exp", &c.ExpiresAt}, {"nbf", &c.NotBefore}, {"iat", &c.IssuedAt},
+		{"jti", &c.ID}, {"access", &c.Access},
+	})
+}
+
+// member is where decodeExact puts the value of the member called name.
+type member struct {
+	name string
+	dst  any
+}
+
+// decodeExact decodes the JSON object data into the destinations of its
+// members, found by exact name. Other members are ignored; of repeated
+// ones, the last counts, which RFC 7519 allows. A JSON null leaves the
+// destinations as they are.
+func decodeExact(data []byte, members []member) error {
+	var object map[string]json.RawMessage
+	if err := json.Unmarshal(data, &object); err != nil {
+		return err
+	}
+	for _, m := range members {
+		if raw, ok := object[m.name]; ok {
+			if err := json.Unmarshal(raw, m.dst); err != nil {
+				return fmt.Errorf("%s: %w", m.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Allows reports whether the claims grant action on the resource of type typ

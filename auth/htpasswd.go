@@ -50,7 +50,10 @@ func ParseHtpasswd(data []byte) (*Htpasswd, error) {
 	h := &Htpasswd{}
 	seen := map[string]bool{}
 	for i, raw := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-		raw = strings.TrimSuffix(raw, "\r")
+		// Every carriage return at the end: a CRLF file converted twice
+		// ends its lines in "\r\r\n", and one left on a line would be
+		// read back from Bytes as the line's end.
+		raw = strings.TrimRight(raw, "\r")
 		trimmed := strings.TrimSpace(raw)
 		if trimmed == "" || strings.HasPrefix(trimmed, "#") {
 			if len(data) > 0 {

@@ -163,6 +163,11 @@ func TestParseHtpasswdCorrupt(t *testing.T) {
 	if err != nil || len(h.Users()) != 1 {
 		t.Fatalf("comments, blank lines, CRLF: %v %v", err, h.Users())
 	}
+	// A CRLF file converted to CRLF once more.
+	twice, err := ParseHtpasswd([]byte("# comment\r\r\na:" + string(good) + "\r\r\n"))
+	if hash, _ := twice.Hash("a"); err != nil || hash != string(good) || string(twice.Bytes()) != "# comment\na:"+string(good)+"\n" {
+		t.Fatalf("lines ending in \\r\\r\\n: %v, %q", err, twice.Bytes())
+	}
 	if !strings.HasPrefix(string(h.Bytes()), "# comment\n\na:") {
 		t.Fatalf("comments not kept: %q", h.Bytes())
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Resource types and names with a fixed meaning in the token protocol.
@@ -52,7 +54,9 @@ type Scope struct {
 
 // ParseScope parses one scope of the grammar type[(class)]:name:action[,action].
 // The type ends at the first colon and the actions start after the last one,
-// so names with a "host:port/" prefix parse correctly.
+// so names with a "host:port/" prefix parse correctly. A name must be UTF-8
+// (a token's JSON could not carry it otherwise) without spaces or control
+// characters.
 func ParseScope(s string) (Scope, error) {
 	typ, rest, ok := strings.Cut(s, ":")
 	if !ok {
@@ -78,7 +82,7 @@ func ParseScope(s string) (Scope, error) {
 		return Scope{}, fmt.Errorf("%w %q: bad type", ErrMalformedScope, s)
 	}
 	sc.Type = typ
-	if name == "" || strings.ContainsFunc(name, isSpaceOrControl) {
+	if name == "" || !utf8.ValidString(name) || strings.ContainsFunc(name, notInName) {
 		return Scope{}, fmt.Errorf("%w %q: bad name", ErrMalformedScope, s)
 	}
 	sc.Name = name
@@ -122,6 +126,14 @@ func mergeScope(list []Scope, sc Scope) []Scope {
 		}
 	}
 	return append(list, sc)
+}
+
+// UnmarshalJSON decodes a scope of a token's "access" claim by the exact
+// names of its members, as Claims are decoded.
+func (s *Scope) UnmarshalJSON(data []byte) error {
+	return decodeExact(data, []member{
+		{"type", &s.Type}, {"class", &s.Class}, {"name", &s.Name}, {"actions", &s.Actions},
+	})
 }
 
 // String formats the scope in the grammar ParseScope reads. A scope with no
@@ -171,3 +183,8 @@ func isWord(s string) bool {
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+// notInName reports whether a scope name may not hold r: a space of any
+// kind (a "scope" parameter separates scopes with them, and ParseScopes
+// splits on every Unicode space) or a control character.
+func notInName(r rune) bool { return r <= ' ' || unicode.IsSpace(r) || unicode.IsControl(r) }

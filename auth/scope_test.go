@@ -22,6 +22,8 @@ func TestParseScope(t *testing.T) {
 		// registry's name validation rejects it later.
 		{"repository:a:b:push", Scope{Type: "repository", Name: "a:b", Actions: []string{"push"}}},
 		{"repository:[::1]:5000/a:pull", Scope{Type: "repository", Name: "[::1]:5000/a", Actions: []string{"pull"}}},
+		// Other UTF-8 passes; the registry's name rules refuse it later.
+		{"repository:café/app:pull", Scope{Type: "repository", Name: "café/app", Actions: []string{"pull"}}},
 	}
 	for _, tt := range tests {
 		got, err := ParseScope(tt.in)
@@ -54,6 +56,9 @@ func TestParseScopeMalformed(t *testing.T) {
 		"repository:a\x00b:pull",   // control character
 		"repository:a:pull;rm",     // bad action character
 		"repository(x)(y):a:pull",  // two classes
+		"repository:a\x87:pull",    // not UTF-8: a token's JSON would change it
+		"repository:a\u00a0b:pull", // a space ParseScopes would split on
+		"repository:a\u0085b:pull", // a C1 control (and a Unicode space)
 	} {
 		_, err := ParseScope(in)
 		if !errors.Is(err, ErrMalformedScope) {

@@ -36,7 +36,8 @@ var (
 	// answers it with error="invalid_token".
 	ErrInvalidToken = errors.New("invalid token")
 	// ErrMalformedToken: not a JWS compact serialization, undecodable
-	// header or claims, or a required claim ("exp") missing.
+	// header or claims, or a required claim ("exp", "iss", "aud") missing.
+	// Claim names are case-sensitive: "AUD" is not "aud".
 	ErrMalformedToken = errors.New("malformed token")
 	// ErrAlgorithm: the "alg" header is not in the pinned list.
 	ErrAlgorithm = errors.New("signature algorithm not accepted")

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +159,44 @@ func TestVerifierRejects(t *testing.T) {
 				t.Fatalf("error %#v is not a *TokenError with reason %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestVerifierClaimNamesAreCaseSensitive: "AUD" is not "aud" (RFC 7519),
+// even in a token signed by a trusted key. encoding/json alone would fill
+// the claims from either.
+func TestVerifierClaimNamesAreCaseSensitive(t *testing.T) {
+	k := selfSigned(t, ES256, "names")
+	v := mustVerifier(t, VerifierConfig{Roots: k.Chain})
+	kid := mustSigner(t, k).KeyID()
+	exp := strconv.FormatInt(time.Now().Add(time.Minute).Unix(), 10)
+	sign := func(claims string) string {
+		input := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"ES256","kid":"`+kid+`"}`)) + "." +
+			base64.RawURLEncoding.EncodeToString([]byte(claims))
+		sig, err := jwt.SigningMethodES256.Sign(input, k.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	for claims, want := range map[string]error{
+		`{"iss":"berth-auth","AUD":"registry.example.com","exp":` + exp + `}`:               ErrMalformedToken, // no "aud"
+		`{"ISS":"berth-auth","aud":"registry.example.com","exp":` + exp + `}`:               ErrMalformedToken, // no "iss"
+		`{"iss":"berth-auth","aud":"registry.example.com","Exp":` + exp + `}`:               ErrMalformedToken, // no "exp"
+		`{"iss":"evil","aud":"registry.example.com","exp":` + exp + `,"Iss":"berth-auth"}`:  ErrWrongIssuer,
+		`{"iss":"berth-auth","aud":"other","exp":` + exp + `,"aUd":"registry.example.com"}`: ErrWrongAudience,
+	} {
+		if _, err := v.Verify(sign(claims)); !errors.Is(err, want) {
+			t.Errorf("claims %s: %v, want %v", claims, err, want)
+		}
+	}
+	c, err := v.Verify(sign(`{"iss":"berth-auth","aud":"registry.example.com","exp":` + exp +
+		`,"Access":[{"type":"repository","name":"a","actions":["push"]}],"access":[{"TYPE":"repository","type":"registry","Name":"a","name":"catalog","actions":["*"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Scope{{Type: "registry", Name: "catalog", Actions: []string{"*"}}}; !reflect.DeepEqual(c.Access, want) {
+		t.Fatalf("access %+v, want %+v", c.Access, want)
 	}
 }
 

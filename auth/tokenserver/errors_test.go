@@ -189,38 +189,63 @@ func TestRefreshTokenBindingAndRevocation(t *testing.T) {
 
 func TestThrottleFailedLogins(t *testing.T) {
 	f := newFixture(t, 4, func(c *Config) {
-		c.Throttle = ThrottleConfig{AccountBurst: 3, AddressBurst: 6, Interval: 10 * time.Second}
+		c.Throttle = ThrottleConfig{AccountBurst: 3, CleanBurst: 2, AddressBurst: 6, Interval: 10 * time.Second}
 	})
 	q := "service=" + service + "&scope=repository:bob/a:pull"
+	status := func(user, password, ip string) int {
+		t.Helper()
+		return f.get(t, q, user, password, ip).Code
+	}
 
 	// Successes are never throttled.
 	for range 30 {
-		if w := f.get(t, q, "alice", alicePW, "203.0.113.1"); w.Code != 200 {
-			t.Fatalf("successful login throttled: %d", w.Code)
+		if c := status("alice", alicePW, "203.0.113.1"); c != 200 {
+			t.Fatalf("successful login throttled: %d", c)
 		}
 	}
-	// Three failures for bob, from different addresses, then bob is held
-	// back, even with the right password, with a Retry-After.
+	// Three failures for bob from one address, then that address is held
+	// back from bob, even with the right password, with a Retry-After.
 	for i := range 3 {
-		if w := f.get(t, q, "bob", "guess", "203.0.113."+strconv.Itoa(10+i)); w.Code != 401 {
-			t.Fatalf("failure %d: %d", i, w.Code)
+		if c := status("bob", "guess", "203.0.113.10"); c != 401 {
+			t.Fatalf("failure %d: %d", i, c)
 		}
 	}
-	w := f.get(t, q, "bob", bobPW, "203.0.113.20")
+	w := f.get(t, q, "bob", bobPW, "203.0.113.10")
 	if w.Code != 429 {
-		t.Fatalf("throttled account: %d %s", w.Code, w.Body.String())
+		t.Fatalf("guessing address: %d %s", w.Code, w.Body.String())
 	}
 	ra, err := strconv.Atoi(w.Header().Get("Retry-After"))
 	if err != nil || ra < 1 || ra > 10 {
 		t.Fatalf("Retry-After %q", w.Header().Get("Retry-After"))
 	}
-	// Others are unaffected, and so are bob's refresh tokens.
-	if w := f.get(t, q, "alice", alicePW, "203.0.113.20"); w.Code != 200 {
-		t.Fatalf("other account: %d", w.Code)
+	// Bob himself, from an address that is not guessing, is not locked
+	// out; nor are other accounts.
+	if c := status("bob", bobPW, "203.0.113.20"); c != 200 {
+		t.Fatalf("owner from another address: %d", c)
+	}
+	if c := status("alice", alicePW, "203.0.113.10"); c != 200 {
+		t.Fatalf("other account: %d", c)
 	}
 	f.clock.Advance(time.Duration(ra) * time.Second)
-	if w := f.get(t, q, "bob", bobPW, "203.0.113.20"); w.Code != 200 {
-		t.Fatalf("after Retry-After: %d %s", w.Code, w.Body.String())
+	if c := status("bob", bobPW, "203.0.113.10"); c != 200 {
+		t.Fatalf("after Retry-After: %d", c)
+	}
+
+	// Failures from addresses that are not guessing use up the clean
+	// allowance (AccountBurst+CleanBurst in all); then new addresses are
+	// held back from bob too, but not those he has logged in from.
+	for i := range 3 {
+		if c := status("bob", "guess", "203.0.113."+strconv.Itoa(30+i)); c != 401 {
+			t.Fatalf("failure from a fresh address %d: %d", i, c)
+		}
+	}
+	if c := status("bob", bobPW, "203.0.113.40"); c != 429 {
+		t.Fatalf("new address after the clean allowance: %d", c)
+	}
+	for _, ip := range []string{"203.0.113.20", "203.0.113.10"} {
+		if c := status("bob", bobPW, ip); c != 200 {
+			t.Fatalf("owner from %s, where he logged in before: %d", ip, c)
+		}
 	}
 
 	// One address guessing many accounts is held back by address, and a

@@ -62,7 +62,8 @@ type Config struct {
 	// X-Real-IP headers name the client. Nil or empty: none; the peer
 	// address is the client address.
 	TrustedProxies []string
-	// Throttle limits failed logins.
+	// Throttle limits password guessing; its zero value is the
+	// defaults ThrottleConfig documents.
 	Throttle ThrottleConfig
 	// MaxBodyBytes limits request bodies; larger ones get 413. Zero means
 	// DefaultMaxBodyBytes.
@@ -151,6 +152,8 @@ const (
 	logGranted = "berth.granted"
 	logGrant   = "berth.grant"
 	logClient  = "berth.client"
+	// logThrottled names the count that held a login back.
+	logThrottled = "berth.throttled"
 )
 
 // accessLog writes one line per request. It never logs query strings, forms
@@ -166,7 +169,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		slog.Duration("duration", time.Since(start)),
 		slog.String("client_ip", c.ClientIP()),
 	}
-	for _, k := range []string{logAccount, logService, logGrant, logClient, logGranted} {
+	for _, k := range []string{logAccount, logService, logGrant, logClient, logGranted, logThrottled} {
 		if v, ok := c.Get(k); ok {
 			attrs = append(attrs, slog.Any(k[len("berth."):], v))
 		}

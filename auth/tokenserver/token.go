@@ -136,17 +136,18 @@ func (s *Server) readCommon(c *gin.Context, service string, scopes []string, cli
 // answered the request and returns false.
 func (s *Server) login(c *gin.Context, user, password string) bool {
 	c.Set(logAccount, user)
-	ip := c.ClientIP()
-	if wait := s.throttle.wait(user, ip); wait > 0 {
-		c.Header("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+	pending, refused := s.throttle.admit(user, c.ClientIP())
+	if refused.wait > 0 {
+		c.Set(logThrottled, refused.by)
+		c.Header("Retry-After", strconv.Itoa(int((refused.wait+time.Second-1)/time.Second)))
 		fail(c, http.StatusTooManyRequests, "too_many_requests", "too many failed logins; try again later")
 		return false
 	}
 	if user == "" || s.cfg.Users.Authenticate(user, password) != nil {
-		s.throttle.failed(user, ip)
-		challenge(c, "invalid user name or password")
+		challenge(c, "invalid user name or password") // the attempt stays charged
 		return false
 	}
+	s.throttle.succeeded(pending)
 	return true
 }
 
