@@ -15,7 +15,7 @@ import (
 )
 
 func manifestLocation(name string, dg digest.Digest) string {
-	return "/v2/" + name + "/manifests/" + dg.String()
+	return "/v2" + Route{Kind: KindManifest, Name: name, Reference: dg.String()}.Path()
 }
 
 func (h *Handler) getManifest(c *gin.Context, r Route) error {

@@ -11,7 +11,9 @@ import (
 	"github.com/berth-registry/berth/storage"
 )
 
-func uploadLocation(name, id string) string { return "/v2/" + name + "/blobs/uploads/" + id }
+func uploadLocation(name, id string) string {
+	return "/v2" + Route{Kind: KindUpload, Name: name, UploadID: id}.Path()
+}
 
 // setUploadHeaders describes an upload session that holds size bytes.
 func setUploadHeaders(c *gin.Context, name, id string, size int64) {
