@@ -220,6 +220,10 @@ func TestManifestAPI(t *testing.T) {
 		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: huge, status: 413, code: "SIZE_INVALID"},
 		{method: "PUT", path: "/v2/b/manifests/latest", header: oci, body: manifest, status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
 		{method: "PUT", path: "/v2/a/manifests/" + digest.FromString("x").String(), header: oci, body: manifest, status: 400, code: "DIGEST_INVALID"},
+		// The Content-Type must be the manifest's type, as Distribution requires.
+		{method: "PUT", path: "/v2/a/manifests/latest", header: map[string]string{"Content-Type": "text/plain"}, body: manifest, status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/latest", header: map[string]string{"Content-Type": storage.MediaTypeOCIIndex}, body: manifest, status: 400, code: "MANIFEST_INVALID"},
+		{method: "GET", path: "/v2/a/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"},
 		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: manifest, status: 201,
 			want: map[string]string{"Location": "/v2/a/manifests/" + mdg, "Docker-Content-Digest": mdg, "OCI-Subject": ""}},
 		{method: "GET", path: "/v2/a/manifests/latest", header: map[string]string{"Accept": storage.MediaTypeOCIManifest}, status: 200, wantBody: manifest,

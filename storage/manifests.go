@@ -60,9 +60,15 @@ type manifestDoc struct {
 	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
-// parseManifest decodes payload and settles its media type: the document's
-// own mediaType field, else the Content-Type it was sent with, else its
-// shape (an OCI index has "manifests", an OCI manifest "config").
+// parseManifest decodes payload and settles its media type. A manifest
+// names its type in its mediaType field or, without one (the OCI types make
+// it optional, Docker's do not), by its shape: "manifests" without config or
+// layers is an OCI index, a config without "manifests" an OCI image
+// manifest; any other shape is refused. A Content-Type, when one is sent,
+// must be a manifest media type (parameters ignored) and agree with what the
+// document says, as CNCF Distribution requires. A stored manifest is read
+// back with no Content-Type and settles on the type it was pushed as, so it
+// is served with that Content-Type.
 func parseManifest(payload []byte, contentType string) (*manifestDoc, string, error) {
 	var doc manifestDoc
 	if err := json.Unmarshal(payload, &doc); err != nil {
@@ -71,27 +77,23 @@ func parseManifest(payload []byte, contentType string) (*manifestDoc, string, er
 	if doc.SchemaVersion != 2 {
 		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("schemaVersion %d is not supported", doc.SchemaVersion)}
 	}
-	header := ""
-	if contentType != "" {
-		if mt, _, err := mime.ParseMediaType(contentType); err == nil {
-			header = mt
-		}
+	header, err := manifestContentType(contentType)
+	if err != nil {
+		return nil, "", err
 	}
 	mediaType := doc.MediaType
 	switch {
-	case mediaType != "":
-		if knownManifestType(header) && header != mediaType {
-			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s does not match mediaType %s", header, mediaType)}
+	case mediaType == "":
+		if mediaType = doc.shapeType(); mediaType == "" {
+			return nil, "", &ManifestInvalidError{Reason: "no mediaType, and the document is neither shaped as an image manifest nor as an index"}
 		}
-	case knownManifestType(header):
-		mediaType = header
-	case doc.Manifests != nil:
-		mediaType = MediaTypeOCIIndex
-	case doc.Config != nil:
-		mediaType = MediaTypeOCIManifest
-	}
-	if !knownManifestType(mediaType) {
-		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("unsupported manifest media type %q", mediaType)}
+		if header != "" && header != mediaType {
+			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s for a document without mediaType, shaped as %s", header, mediaType)}
+		}
+	case !knownManifestType(mediaType):
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("unsupported manifest media type %q", truncate(mediaType))}
+	case header != "" && header != mediaType:
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s does not match mediaType %s", header, mediaType)}
 	}
 	if isIndex(mediaType) {
 		if doc.Config != nil || doc.Layers != nil {
@@ -109,6 +111,35 @@ func parseManifest(payload []byte, contentType string) (*manifestDoc, string, er
 		}
 	}
 	return &doc, mediaType, nil
+}
+
+// manifestContentType returns the media type of a manifest push's
+// Content-Type header without its parameters, "" when there is none, or an
+// error when it names no manifest type the registry stores.
+func manifestContentType(contentType string) (string, error) {
+	if contentType == "" {
+		return "", nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %q: %v", truncate(contentType), err)}
+	}
+	if !knownManifestType(mt) {
+		return "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s is not a manifest media type", truncate(mt))}
+	}
+	return mt, nil
+}
+
+// shapeType is the OCI media type a document without mediaType has by its
+// fields, or "" when they fit neither an index nor an image manifest.
+func (m *manifestDoc) shapeType() string {
+	switch {
+	case m.Manifests != nil && m.Config == nil && m.Layers == nil:
+		return MediaTypeOCIIndex
+	case m.Config != nil && m.Manifests == nil:
+		return MediaTypeOCIManifest
+	}
+	return ""
 }
 
 func (m *manifestDoc) descriptors() []v1.Descriptor {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -374,5 +375,66 @@ func TestManifestCrashBeforeContent(t *testing.T) {
 	m, err := s.GetManifest(ctx, "a", "v1")
 	if err != nil || !bytes.Equal(m.Payload, payload) {
 		t.Fatalf("after pushing again: %v", err)
+	}
+}
+
+// TestManifestContentType: a push's Content-Type must be a manifest type and
+// agree with the document (its mediaType, or its shape when it has none),
+// and a stored manifest is served as the type it was pushed as.
+func TestManifestContentType(t *testing.T) {
+	s, _ := newStore(t)
+	withType := image(t, s, "a", "typed", nil)
+	noType := image(t, s, "a", "untyped", func(m map[string]any) { delete(m, "mediaType") })
+	docker := image(t, s, "a", "docker", func(m map[string]any) { m["mediaType"] = MediaTypeDockerManifest })
+	child, err := s.PutManifest(ctx, "a", "child", MediaTypeOCIManifest, withType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: child.Digest, Size: int64(len(withType))}}
+	index := mustJSON(t, map[string]any{"schemaVersion": 2, "manifests": children})
+	both := image(t, s, "a", "both", func(m map[string]any) { delete(m, "mediaType"); m["manifests"] = children })
+	tests := []struct {
+		name        string
+		contentType string
+		payload     []byte
+		want        string // the media type it is stored and served as; "" = refused
+	}{
+		{"OCI manifest", MediaTypeOCIManifest, withType, MediaTypeOCIManifest},
+		{"parameters are ignored", MediaTypeOCIManifest + "; charset=utf-8", withType, MediaTypeOCIManifest},
+		{"no Content-Type", "", withType, MediaTypeOCIManifest},
+		{"text/plain", "text/plain", withType, ""},
+		{"application/json", "application/json", withType, ""},
+		{"octet-stream", "application/octet-stream", withType, ""},
+		{"unparsable Content-Type", "/;;", withType, ""},
+		{"another manifest type", MediaTypeDockerManifest, withType, ""},
+		{"Docker schema 2", MediaTypeDockerManifest, docker, MediaTypeDockerManifest},
+		{"Docker schema 2 without Content-Type", "", docker, MediaTypeDockerManifest},
+		{"no mediaType, sent as an OCI manifest", MediaTypeOCIManifest, noType, MediaTypeOCIManifest},
+		{"no mediaType, no Content-Type", "", noType, MediaTypeOCIManifest},
+		{"no mediaType, sent as text/plain", "text/plain", noType, ""},
+		{"no mediaType, sent as a Docker manifest", MediaTypeDockerManifest, noType, ""},
+		{"no mediaType, sent as an index", MediaTypeOCIIndex, noType, ""},
+		{"index without mediaType", MediaTypeOCIIndex, index, MediaTypeOCIIndex},
+		{"index without mediaType sent as a manifest", MediaTypeOCIManifest, index, ""},
+		{"nothing but a schema version, sent as an index", MediaTypeOCIIndex, []byte(`{"schemaVersion":2}`), ""},
+		{"config and manifests without mediaType", MediaTypeOCIManifest, both, ""},
+	}
+	for i, tc := range tests {
+		tag := fmt.Sprintf("t%d", i)
+		_, err := s.PutManifest(ctx, "a", tag, tc.contentType, tc.payload)
+		if tc.want == "" {
+			if !isInvalid(err) {
+				t.Errorf("%s: PutManifest = %v, want ManifestInvalidError", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: PutManifest: %v", tc.name, err)
+			continue
+		}
+		m, err := s.GetManifest(ctx, "a", tag)
+		if err != nil || m.MediaType != tc.want {
+			t.Errorf("%s: served as %v, %v; want %s", tc.name, m, err, tc.want)
+		}
 	}
 }
