@@ -345,3 +345,65 @@ func TestInternalErrorsHidden(t *testing.T) {
 		t.Fatalf("wrapped sentinel: %d %s", rec.Code, buf.String())
 	}
 }
+
+// TestManifestReferencesAPI: every descriptor a manifest PUT checks must name
+// stored content of the size it declares; those the spec lets a client push
+// without their content (non-distributable layers with urls, a subject) are
+// not checked.
+func TestManifestReferencesAPI(t *testing.T) {
+	h := newTestHandler(t, Config{})
+	big := strings.Repeat("x", 65536)
+	cfg := putBlobHTTP(t, h, "a", `{"architecture":"amd64"}`)
+	layer := putBlobHTTP(t, h, "a", big)
+	desc := func(mediaType, dg string, size int, extra string) string {
+		return fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d%s}`, mediaType, dg, size, extra)
+	}
+	image := func(config string, layers ...string) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":%s,"layers":[%s]}`, storage.MediaTypeOCIManifest, config, strings.Join(layers, ","))
+	}
+	goodCfg := desc("application/vnd.oci.image.config.v1+json", cfg, 24, "")
+	good := image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 65536, ""))
+	goodDg := digest.FromString(good).String()
+	index := func(size int) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, storage.MediaTypeOCIIndex, desc(storage.MediaTypeOCIManifest, goodDg, size, ""))
+	}
+	missing := digest.FromString("never pushed").String()
+	withSubject := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":%s,"layers":[],"subject":%s}`,
+		storage.MediaTypeOCIManifest, goodCfg, desc(storage.MediaTypeOCIManifest, missing, 7, ""))
+	oci := map[string]string{"Content-Type": storage.MediaTypeOCIManifest}
+	idx := map[string]string{"Content-Type": storage.MediaTypeOCIIndex}
+	run(t, h, []step{
+		// A layer descriptor that says 5 bytes for a 65,536-byte blob.
+		{method: "PUT", path: "/v2/a/manifests/short", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 5, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/long", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 65537, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/cfg", header: oci, body: image(desc("application/vnd.oci.image.config.v1+json", cfg, 2, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/missing", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", missing, 5, "")), status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/good", header: oci, body: good, status: 201},
+		// Not checked: a non-distributable layer with urls, a subject.
+		{method: "PUT", path: "/v2/a/manifests/foreign", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", missing, 5, `,"urls":["https://example.com/l"]`)), status: 201},
+		{method: "PUT", path: "/v2/a/manifests/referrer", header: oci, body: withSubject, status: 201, want: map[string]string{"OCI-Subject": missing}},
+		// Index children: known, and of their size.
+		{method: "PUT", path: "/v2/a/manifests/index-short", header: idx, body: index(len(good) - 1), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/b/manifests/index", header: idx, body: index(len(good)), status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/index", header: idx, body: index(len(good)), status: 201},
+		{method: "GET", path: "/v2/a/tags/list", status: 200, wantBody: `{"name":"a","tags":["foreign","good","index","referrer"]}`},
+	})
+	// The refusal names the descriptor and both sizes.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("PUT", "/v2/a/manifests/short", strings.NewReader(image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 5, ""))))
+	req.Header.Set("Content-Type", storage.MediaTypeOCIManifest)
+	h.ServeHTTP(rec, req)
+	var e struct {
+		Errors []struct {
+			Code   string
+			Detail struct {
+				Digest       string
+				Size, Stored int64
+			}
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Detail.Digest != layer ||
+		e.Errors[0].Detail.Size != 5 || e.Errors[0].Detail.Stored != 65536 {
+		t.Fatalf("size refusal: %s", rec.Body)
+	}
+}

@@ -46,6 +46,7 @@ func classify(err error) (int, apiError) {
 		rangeErr   *storage.RangeError
 		invalid    *storage.ManifestInvalidError
 		blobMissed *storage.ManifestBlobUnknownError
+		sizeWrong  *storage.SizeMismatchError
 	)
 	switch {
 	case errors.Is(err, ErrUnauthorized):
@@ -68,6 +69,9 @@ func classify(err error) (int, apiError) {
 	case errors.As(err, &blobMissed):
 		return 400, apiError{Code: "MANIFEST_BLOB_UNKNOWN", Message: "manifest references a blob unknown to the registry",
 			Detail: map[string]string{"digest": blobMissed.Digest.String()}}
+	case errors.As(err, &sizeWrong):
+		return 400, apiError{Code: "MANIFEST_INVALID", Message: "manifest invalid: a descriptor's size differs from the stored content's",
+			Detail: map[string]any{"digest": sizeWrong.Digest.String(), "size": sizeWrong.Declared, "stored": sizeWrong.Stored}}
 	case errors.As(err, &invalid):
 		return 400, apiError{Code: "MANIFEST_INVALID", Message: invalid.Error()}
 	case errors.Is(err, storage.ErrManifestTooLarge):

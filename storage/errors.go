@@ -57,3 +57,14 @@ type ManifestBlobUnknownError struct {
 func (e *ManifestBlobUnknownError) Error() string {
 	return "manifest references unknown blob " + e.Digest.String()
 }
+
+// SizeMismatchError says that a manifest's descriptor declares a size other
+// than that of the content the registry holds under its digest.
+type SizeMismatchError struct {
+	Digest           digest.Digest
+	Declared, Stored int64
+}
+
+func (e *SizeMismatchError) Error() string {
+	return fmt.Sprintf("manifest invalid: descriptor of %s declares %d bytes, the registry holds %d", e.Digest, e.Declared, e.Stored)
+}

@@ -164,8 +164,8 @@ type PutManifestResult struct {
 
 // PutManifest validates payload and stores it in repository name under
 // reference ref, a tag or the manifest's digest. Every blob it references
-// (config, layers without external URLs) and every child manifest of an
-// index must already be in the repository.
+// and every child manifest of an index must already be in the repository,
+// of the size its descriptor declares (see checkReferences).
 func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
 	if err := ValidateName(name); err != nil {
 		return PutManifestResult{}, err
@@ -193,7 +193,7 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	if err := s.checkReferences(ctx, name, doc); err != nil {
+	if err := checkReferences(ctx, doc, repoContent{s, name}); err != nil {
 		return PutManifestResult{}, err
 	}
 
@@ -254,38 +254,81 @@ func concurrently(fns ...func() error) error {
 	return first
 }
 
-func (s *Store) checkReferences(ctx context.Context, name string, doc *manifestDoc) error {
+// contentLookup says what a repository holds, for checking the references
+// of a manifest pushed to it.
+type contentLookup interface {
+	// blobSize returns the size of blob dg, or an error wrapping
+	// ErrBlobUnknown.
+	blobSize(ctx context.Context, dg digest.Digest) (int64, error)
+	// manifestSize returns the size of manifest dg, or an error wrapping
+	// ErrManifestUnknown.
+	manifestSize(ctx context.Context, dg digest.Digest) (int64, error)
+}
+
+// repoContent is the contentLookup of repository name in a store.
+type repoContent struct {
+	s    *Store
+	name string
+}
+
+func (r repoContent) blobSize(ctx context.Context, dg digest.Digest) (int64, error) {
+	return r.s.StatBlob(ctx, r.name, dg)
+}
+
+func (r repoContent) manifestSize(ctx context.Context, dg digest.Digest) (int64, error) {
+	ok, err := r.s.exists(ctx, revisionLinkPath(r.name, dg))
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, ErrManifestUnknown
+	}
+	fi, err := r.s.d.Stat(ctx, blobDataPath(dg))
+	if err != nil {
+		return 0, notFound(err, ErrManifestUnknown)
+	}
+	return fi.Size, nil
+}
+
+// checkReferences checks a manifest's descriptors against what the
+// repository holds: the config and every layer must be a blob of the
+// repository, every child of an index one of its manifests, each of the
+// size the descriptor declares (*ManifestBlobUnknownError,
+// *SizeMismatchError). Two kinds are not checked: a layer with urls (a
+// non-distributable layer, stored elsewhere), and the subject, which the
+// spec lets a client push after its referrers (checking it only when
+// present would make the outcome depend on the order of pushes).
+func checkReferences(ctx context.Context, doc *manifestDoc, have contentLookup) error {
+	check := func(d v1.Descriptor, size func(context.Context, digest.Digest) (int64, error), unknown error) error {
+		n, err := size(ctx, d.Digest)
+		if errors.Is(err, unknown) {
+			return &ManifestBlobUnknownError{Digest: d.Digest}
+		}
+		if err != nil {
+			return err
+		}
+		if n != d.Size {
+			return &SizeMismatchError{Digest: d.Digest, Declared: d.Size, Stored: n}
+		}
+		return nil
+	}
 	if doc.Config != nil {
-		if err := s.checkBlob(ctx, name, doc.Config.Digest); err != nil {
+		if err := check(*doc.Config, have.blobSize, ErrBlobUnknown); err != nil {
 			return err
 		}
 	}
 	for _, l := range doc.Layers {
 		if len(l.URLs) > 0 {
-			continue // a non-distributable layer lives elsewhere
+			continue
 		}
-		if err := s.checkBlob(ctx, name, l.Digest); err != nil {
+		if err := check(l, have.blobSize, ErrBlobUnknown); err != nil {
 			return err
 		}
 	}
 	for _, m := range doc.Manifests {
-		ok, err := s.exists(ctx, revisionLinkPath(name, m.Digest))
-		if err != nil {
+		if err := check(m, have.manifestSize, ErrManifestUnknown); err != nil {
 			return err
 		}
-		if !ok {
-			return &ManifestBlobUnknownError{Digest: m.Digest}
-		}
-	}
-	return nil
-}
-
-func (s *Store) checkBlob(ctx context.Context, name string, dg digest.Digest) error {
-	if _, err := s.StatBlob(ctx, name, dg); err != nil {
-		if errors.Is(err, ErrBlobUnknown) {
-			return &ManifestBlobUnknownError{Digest: dg}
-		}
-		return err
 	}
 	return nil
 }

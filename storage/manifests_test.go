@@ -116,6 +116,9 @@ func TestManifestRefusals(t *testing.T) {
 		{"missing layer", "t", MediaTypeOCIManifest, manifest(missing), isBlobUnknown(missing.Digest)},
 		{"missing config", "t", MediaTypeOCIManifest, mustJSON(t, map[string]any{"schemaVersion": 2, "config": missing, "layers": []any{}}), isBlobUnknown(missing.Digest)},
 		{"index with missing child", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: missing.Digest, Size: 1}}}), isBlobUnknown(missing.Digest)},
+		{"layer of another size", "t", MediaTypeOCIManifest, manifest(v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: cfg.Digest, Size: cfg.Size + 1}), isSizeMismatch(cfg.Digest, cfg.Size+1, cfg.Size)},
+		{"config of another size", "t", MediaTypeOCIManifest, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIManifest, "config": v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: cfg.Digest, Size: 0}, "layers": []any{}}), isSizeMismatch(cfg.Digest, 0, cfg.Size)},
+		{"index child of another size", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: digest.FromBytes(good), Size: 5}}}), isSizeMismatch(digest.FromBytes(good), 5, int64(len(good)))},
 		{"index with layers", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []any{}, "layers": []any{}}), isInvalid},
 		{"digest reference mismatch", digest.FromString("other").String(), MediaTypeOCIManifest, manifest(), func(err error) bool {
 			var mm *DigestMismatchError
@@ -152,6 +155,13 @@ func isBlobUnknown(dg digest.Digest) func(error) bool {
 	return func(err error) bool {
 		var bu *ManifestBlobUnknownError
 		return errors.As(err, &bu) && bu.Digest == dg
+	}
+}
+
+func isSizeMismatch(dg digest.Digest, declared, stored int64) func(error) bool {
+	return func(err error) bool {
+		var sm *SizeMismatchError
+		return errors.As(err, &sm) && *sm == SizeMismatchError{Digest: dg, Declared: declared, Stored: stored}
 	}
 }
 
@@ -204,6 +214,24 @@ func TestIndexAndForeignLayers(t *testing.T) {
 	})
 	if _, err := s.PutManifest(ctx, "a", "windows", MediaTypeOCIManifest, foreign); err != nil {
 		t.Fatalf("foreign layer refused: %v", err)
+	}
+	// Nor a stored one whose descriptor has urls, whatever size it declares.
+	stored := putBlob(t, s, "a", "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", []byte("stored foreign layer"))
+	stored.Size, stored.URLs = 3, []string{"https://example.com/layer"}
+	foreign = image(t, s, "a", "w2", func(m map[string]any) { m["layers"] = []v1.Descriptor{stored} })
+	if _, err := s.PutManifest(ctx, "a", "windows2", MediaTypeOCIManifest, foreign); err != nil {
+		t.Fatalf("foreign layer with another size refused: %v", err)
+	}
+	// A subject need not exist, nor match what exists: referrers may come
+	// first.
+	for i, subject := range []v1.Descriptor{
+		{MediaType: MediaTypeOCIManifest, Digest: digest.FromString("not pushed yet"), Size: 42},
+		{MediaType: MediaTypeOCIManifest, Digest: children[0].Digest, Size: children[0].Size + 1},
+	} {
+		p := image(t, s, "a", fmt.Sprint("referrer", i), func(m map[string]any) { m["subject"] = subject })
+		if res, err := s.PutManifest(ctx, "a", fmt.Sprint("referrer", i), MediaTypeOCIManifest, p); err != nil || res.Subject != subject.Digest {
+			t.Fatalf("referrer of %v: %+v, %v", subject, res, err)
+		}
 	}
 }
 
