@@ -2,12 +2,14 @@ package registry
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -406,4 +408,49 @@ func TestManifestReferencesAPI(t *testing.T) {
 		e.Errors[0].Detail.Size != 5 || e.Errors[0].Detail.Stored != 65536 {
 		t.Fatalf("size refusal: %s", rec.Body)
 	}
+}
+
+// TestManifestTagParamsAPI: a PUT by digest with tag parameters tags the
+// manifest with each, answers one OCI-Tag header per tag, and a sha512
+// manifest so tagged is served by tag with its own digest.
+func TestManifestTagParamsAPI(t *testing.T) {
+	authz := &recordingAuthorizer{allow: true}
+	h := newTestHandler(t, Config{Authorizer: authz})
+	cfg := putBlobHTTP(t, h, "a", `{"architecture":"amd64"}`)
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":24},"layers":[]}`,
+		storage.MediaTypeOCIManifest, cfg)
+	sum := sha512.Sum512([]byte(manifest))
+	dg := digest.NewDigestFromBytes(digest.SHA512, sum[:]).String()
+	oci := map[string]string{"Content-Type": storage.MediaTypeOCIManifest}
+	many := strings.Repeat("&tag=t", maxTagParams+1)[1:]
+	run(t, h, []step{
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?tag=ok&tag=-bad", header: oci, body: manifest, status: 400, code: "TAG_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?tag=", header: oci, body: manifest, status: 400, code: "TAG_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?" + many, header: oci, body: manifest, status: 414, code: "UNSUPPORTED"},
+		{method: "GET", path: "/v2/a/manifests/ok", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "GET", path: "/v2/a/manifests/" + dg, status: 404, code: "MANIFEST_UNKNOWN"},
+	})
+	req := httptest.NewRequest("PUT", "/v2/a/manifests/"+dg+"?tag=v1&tag=latest&tag=v1", strings.NewReader(manifest))
+	req.Header.Set("Content-Type", storage.MediaTypeOCIManifest)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 201 || rec.Header().Get("Docker-Content-Digest") != dg || rec.Header().Get("Location") != "/v2/a/manifests/"+dg {
+		t.Fatalf("PUT with tags: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if got := rec.Header().Values("OCI-Tag"); !reflect.DeepEqual(got, []string{"v1", "latest"}) {
+		t.Fatalf("OCI-Tag headers %q, want one per tag", got)
+	}
+	// Authorized as any push: pull and push on the repository, nothing else.
+	if last := authz.asked[len(authz.asked)-1]; !reflect.DeepEqual(last, []Access{{Type: "repository", Name: "a", Actions: []string{"pull", "push"}}}) {
+		t.Fatalf("PUT with tags asked for %+v", last)
+	}
+	sha512Served := map[string]string{"Docker-Content-Digest": dg, "Content-Type": storage.MediaTypeOCIManifest}
+	run(t, h, []step{
+		{method: "GET", path: "/v2/a/manifests/v1", status: 200, want: sha512Served, wantBody: manifest},
+		{method: "HEAD", path: "/v2/a/manifests/latest", status: 200, want: sha512Served},
+		{method: "GET", path: "/v2/a/manifests/" + dg, status: 200, want: sha512Served},
+		{method: "GET", path: "/v2/a/tags/list", status: 200, wantBody: `{"name":"a","tags":["latest","v1"]}`},
+		// Without tag parameters, no OCI-Tag.
+		{method: "PUT", path: "/v2/a/manifests/" + dg, header: oci, body: manifest, status: 201, want: map[string]string{"OCI-Tag": ""}},
+	})
 }

@@ -21,6 +21,8 @@ var (
 	errSizeInvalid = errors.New("provided length did not match content length")
 	// errRangeInvalid: a Range header that cannot be served.
 	errRangeInvalid = errors.New("requested range not satisfiable")
+	// errTooManyTags: a manifest PUT with more than maxTagParams tags.
+	errTooManyTags = errors.New("too many tag parameters: at most " + strconv.Itoa(maxTagParams) + " per request")
 	// errPaginationInvalid: an n that is not a non-negative number.
 	errPaginationInvalid = errors.New("invalid number of results requested")
 )
@@ -96,6 +98,8 @@ func classify(err error) (int, apiError) {
 		return 400, apiError{Code: "SIZE_INVALID", Message: errSizeInvalid.Error()}
 	case errors.Is(err, errRangeInvalid):
 		return 416, apiError{Code: "RANGE_INVALID", Message: errRangeInvalid.Error()}
+	case errors.Is(err, errTooManyTags):
+		return 414, apiError{Code: "UNSUPPORTED", Message: errTooManyTags.Error()}
 	case errors.Is(err, errPaginationInvalid):
 		return 400, apiError{Code: "PAGINATION_NUMBER_INVALID", Message: errPaginationInvalid.Error()}
 	}

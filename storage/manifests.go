@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -163,24 +164,35 @@ type PutManifestResult struct {
 }
 
 // PutManifest validates payload and stores it in repository name under
-// reference ref, a tag or the manifest's digest. Every blob it references
+// reference ref, a tag or the manifest's digest, and under every tag in tags
+// as well (the tag parameters of a push by digest). Every blob it references
 // and every child manifest of an index must already be in the repository,
 // of the size its descriptor declares (see checkReferences).
-func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
+//
+// The manifest's digest uses the algorithm of ref when ref is a digest, so
+// a manifest pushed by sha512 digest with tags is known by that digest under
+// every tag; sha256 otherwise. All tags are validated before anything is
+// written: a refused push changes nothing.
+func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte, tags ...string) (PutManifestResult, error) {
 	if err := ValidateName(name); err != nil {
 		return PutManifestResult{}, err
 	}
 	if len(payload) > MaxManifestSize {
 		return PutManifestResult{}, ErrManifestTooLarge
 	}
-	alg, tag := digest.SHA256, ""
+	alg := digest.SHA256
 	var refDigest digest.Digest
+	var allTags []string
 	if dg, err := digest.Parse(ref); err == nil {
 		refDigest, alg = dg, dg.Algorithm()
-	} else if err := ValidateTag(ref); err != nil {
-		return PutManifestResult{}, err
 	} else {
-		tag = ref
+		allTags = []string{ref}
+	}
+	allTags = uniqueTags(append(allTags, tags...))
+	for _, tag := range allTags {
+		if err := ValidateTag(tag); err != nil {
+			return PutManifestResult{}, err
+		}
 	}
 	if !alg.Available() {
 		return PutManifestResult{}, fmt.Errorf("%w: unsupported algorithm %s", ErrDigestInvalid, alg)
@@ -197,16 +209,17 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 		return PutManifestResult{}, err
 	}
 
-	// Everything but the tag is written at once, so the fsyncs share the
-	// filesystem's journal commits; the tag moves only when all of it is
-	// durable, so a tag never points at something missing. A crash in
-	// between can leave a revision link whose content did not reach the
-	// disk: it reads as MANIFEST_UNKNOWN, and pushing again completes it.
+	// Everything but the tags' current links is written at once, so the
+	// fsyncs share the filesystem's journal commits; the tags move only
+	// when all of it is durable, so a tag never points at something
+	// missing. A crash in between can leave a revision link whose content
+	// did not reach the disk: it reads as MANIFEST_UNKNOWN, and pushing
+	// again completes it.
 	res := PutManifestResult{Digest: dg}
 	if doc.Subject != nil {
 		res.Subject = doc.Subject.Digest
 	}
-	err = concurrently(
+	writes := []func() error{
 		func() error {
 			if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || ok {
 				return err
@@ -214,31 +227,41 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 			return s.d.PutContent(ctx, blobDataPath(dg), payload)
 		},
 		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
-		func() error {
-			if tag == "" {
-				return nil
-			}
-			return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg)
-		},
-		func() error {
-			if res.Subject == "" {
-				return nil
-			}
-			return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg)
-		},
-	)
-	if err != nil {
+	}
+	if res.Subject != "" {
+		writes = append(writes, func() error { return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg) })
+	}
+	for _, tag := range allTags {
+		writes = append(writes, func() error { return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) })
+	}
+	if err := concurrently(writes...); err != nil {
 		return PutManifestResult{}, err
 	}
-	if tag != "" {
-		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
-			return PutManifestResult{}, err
-		}
+	if len(allTags) == 0 {
+		return res, nil
+	}
+	var moves []func() error
+	for _, tag := range allTags {
+		moves = append(moves, func() error { return s.writeLink(ctx, tagCurrentPath(name, tag), dg) })
+	}
+	if err := concurrently(moves...); err != nil {
+		return PutManifestResult{}, err
 	}
 	return res, nil
 }
 
-// concurrently runs fns at once and returns the first error.
+// uniqueTags returns tags without repetitions, in their first order.
+func uniqueTags(tags []string) []string {
+	out := tags[:0:0]
+	for _, t := range tags {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// concurrently runs fns (at least one) at once and returns the first error.
 func concurrently(fns ...func() error) error {
 	errs := make(chan error, len(fns))
 	for _, fn := range fns[1:] {

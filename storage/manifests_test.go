@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -464,5 +465,51 @@ func TestManifestContentType(t *testing.T) {
 		if err != nil || m.MediaType != tc.want {
 			t.Errorf("%s: served as %v, %v; want %s", tc.name, m, err, tc.want)
 		}
+	}
+}
+
+// TestManifestExtraTags: the tags of a push by digest all point at the
+// manifest by that digest, whatever its algorithm; one invalid tag refuses
+// the whole push.
+func TestManifestExtraTags(t *testing.T) {
+	s, root := newStore(t)
+	payload := image(t, s, "a", "1", nil)
+	sum := sha512.Sum512(payload)
+	dg := digest.NewDigestFromBytes(digest.SHA512, sum[:])
+	for _, tags := range [][]string{{"ok", "-bad"}, {""}, {strings.Repeat("t", 129)}} {
+		if _, err := s.PutManifest(ctx, "a", dg.String(), MediaTypeOCIManifest, payload, tags...); !errors.Is(err, ErrTagInvalid) {
+			t.Fatalf("tags %q: %v, want ErrTagInvalid", tags, err)
+		}
+	}
+	if _, err := s.GetManifest(ctx, "a", dg.String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Fatalf("a refused push stored the manifest: %v", err)
+	}
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
+		t.Fatalf("a refused push created tags: %v, %v", tags, err)
+	}
+	res, err := s.PutManifest(ctx, "a", dg.String(), MediaTypeOCIManifest, payload, "v1", "latest", "v1")
+	if err != nil || res.Digest != dg {
+		t.Fatalf("PutManifest = %+v, %v", res, err)
+	}
+	for _, ref := range []string{"v1", "latest", dg.String()} {
+		m, err := s.GetManifest(ctx, "a", ref)
+		if err != nil || m.Digest != dg || !bytes.Equal(m.Payload, payload) {
+			t.Fatalf("GetManifest(%s) = %+v, %v; want %s", ref, m, err, dg)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "docker/registry/v2/repositories/a/_manifests/tags/v1/index/sha512", dg.Encoded(), "link")); err != nil || string(b) != dg.String() {
+		t.Fatalf("tag index link: %q, %v", b, err)
+	}
+	// A push by tag may name more tags; they all move.
+	other := image(t, s, "a", "2", nil)
+	if _, err := s.PutManifest(ctx, "a", "v2", MediaTypeOCIManifest, other, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	tags, _, _ := s.Tags(ctx, "a", Page{N: -1})
+	if !slices.Equal(tags, []string{"latest", "v1", "v2"}) {
+		t.Fatalf("tags %v", tags)
+	}
+	if m, _ := s.GetManifest(ctx, "a", "latest"); m.Digest != digest.FromBytes(other) {
+		t.Fatalf("latest did not move: %s", m.Digest)
 	}
 }
