@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -19,15 +20,25 @@ import (
 	"github.com/berth-registry/berth/storage/driver/filesystem"
 )
 
+// newTestHandler returns the API on cfg, with a store on a fresh directory
+// unless cfg has one.
 func newTestHandler(t *testing.T, cfg Config) *Handler {
+	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = newTestStore(t, storage.Options{})
+	}
+	return New(cfg)
+}
+
+// newTestStore returns a store on a fresh directory.
+func newTestStore(t *testing.T, opts storage.Options) *storage.Store {
 	t.Helper()
 	d, err := filesystem.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	cfg.Store = storage.New(d)
-	return New(cfg)
+	return storage.NewWithOptions(d, opts)
 }
 
 // step is one request and what its answer must be.
@@ -453,4 +464,36 @@ func TestManifestTagParamsAPI(t *testing.T) {
 		// Without tag parameters, no OCI-Tag.
 		{method: "PUT", path: "/v2/a/manifests/" + dg, header: oci, body: manifest, status: 201, want: map[string]string{"OCI-Tag": ""}},
 	})
+}
+
+// TestUploadBusyAPI: a request on an upload that another request holds for
+// longer than the store lets it wait is answered 429 TOOMANYREQUESTS with
+// Retry-After, so the client retries instead of waiting with no answer.
+func TestUploadBusyAPI(t *testing.T) {
+	h := newTestHandler(t, Config{Store: newTestStore(t, storage.Options{UploadWait: 20 * time.Millisecond})})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/a/blobs/uploads/", nil))
+	loc := rec.Header().Get("Location")
+	// The holder: a PATCH whose body is fed by hand, through a recorder,
+	// which has no read deadline, so nothing cuts it.
+	body, feed := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("PATCH", loc, body))
+		done <- rec.Code
+	}()
+	if _, err := feed.Write([]byte("arriving")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, h, []step{
+		{method: "GET", path: loc, status: 429, code: "TOOMANYREQUESTS", want: map[string]string{"Retry-After": "1"}},
+		{method: "PATCH", path: loc, body: "more", status: 429, code: "TOOMANYREQUESTS"},
+		{method: "DELETE", path: loc, status: 429, code: "TOOMANYREQUESTS"},
+	})
+	feed.Close()
+	if code := <-done; code != http.StatusAccepted {
+		t.Fatalf("holder: %d", code)
+	}
+	run(t, h, []step{{method: "GET", path: loc, status: 204, want: map[string]string{"Range": "0-7"}}})
 }

@@ -82,6 +82,8 @@ func classify(err error) (int, apiError) {
 		return 400, apiError{Code: "BLOB_UPLOAD_INVALID", Message: "blob upload invalid: the request body ended early or failed"}
 	case errors.Is(err, storage.ErrBlobUnknown):
 		return 404, apiError{Code: "BLOB_UNKNOWN", Message: storage.ErrBlobUnknown.Error()}
+	case errors.Is(err, storage.ErrUploadBusy):
+		return 429, apiError{Code: "TOOMANYREQUESTS", Message: "another request on this upload is still in progress: retry"}
 	case errors.Is(err, storage.ErrUploadUnknown):
 		return 404, apiError{Code: "BLOB_UPLOAD_UNKNOWN", Message: storage.ErrUploadUnknown.Error()}
 	case errors.Is(err, storage.ErrManifestUnknown):
@@ -118,6 +120,9 @@ func writeError(w http.ResponseWriter, err error) int {
 		Errors []apiError `json:"errors"`
 	}{[]apiError{body}})
 	h := w.Header()
+	if status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "1") // as the spec asks of a 429
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)

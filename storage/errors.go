@@ -20,6 +20,9 @@ var (
 	ErrManifestTooLarge  = errors.New("manifest too large")
 	ErrUploadInvalid     = errors.New("blob upload invalid")
 	ErrManifestNotAccept = errors.New("manifest media type not accepted by the client")
+	// ErrUploadBusy: another request holds the upload session for longer
+	// than this one may wait; the client may retry.
+	ErrUploadBusy = errors.New("blob upload busy with another request")
 )
 
 // DigestMismatchError says that content did not hash to the digest given for it.
