@@ -2,14 +2,17 @@ package registry
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -17,15 +20,25 @@ import (
 	"github.com/berth-registry/berth/storage/driver/filesystem"
 )
 
+// newTestHandler returns the API on cfg, with a store on a fresh directory
+// unless cfg has one.
 func newTestHandler(t *testing.T, cfg Config) *Handler {
+	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = newTestStore(t, storage.Options{})
+	}
+	return New(cfg)
+}
+
+// newTestStore returns a store on a fresh directory.
+func newTestStore(t *testing.T, opts storage.Options) *storage.Store {
 	t.Helper()
 	d, err := filesystem.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	cfg.Store = storage.New(d)
-	return New(cfg)
+	return storage.NewWithOptions(d, opts)
 }
 
 // step is one request and what its answer must be.
@@ -220,6 +233,10 @@ func TestManifestAPI(t *testing.T) {
 		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: huge, status: 413, code: "SIZE_INVALID"},
 		{method: "PUT", path: "/v2/b/manifests/latest", header: oci, body: manifest, status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
 		{method: "PUT", path: "/v2/a/manifests/" + digest.FromString("x").String(), header: oci, body: manifest, status: 400, code: "DIGEST_INVALID"},
+		// The Content-Type must be the manifest's type, as Distribution requires.
+		{method: "PUT", path: "/v2/a/manifests/latest", header: map[string]string{"Content-Type": "text/plain"}, body: manifest, status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/latest", header: map[string]string{"Content-Type": storage.MediaTypeOCIIndex}, body: manifest, status: 400, code: "MANIFEST_INVALID"},
+		{method: "GET", path: "/v2/a/manifests/latest", status: 404, code: "MANIFEST_UNKNOWN"},
 		{method: "PUT", path: "/v2/a/manifests/latest", header: oci, body: manifest, status: 201,
 			want: map[string]string{"Location": "/v2/a/manifests/" + mdg, "Docker-Content-Digest": mdg, "OCI-Subject": ""}},
 		{method: "GET", path: "/v2/a/manifests/latest", header: map[string]string{"Accept": storage.MediaTypeOCIManifest}, status: 200, wantBody: manifest,
@@ -340,4 +357,143 @@ func TestInternalErrorsHidden(t *testing.T) {
 	if rec.Code != 404 || !strings.Contains(buf.String(), `"BLOB_UNKNOWN"`) {
 		t.Fatalf("wrapped sentinel: %d %s", rec.Code, buf.String())
 	}
+}
+
+// TestManifestReferencesAPI: every descriptor a manifest PUT checks must name
+// stored content of the size it declares; those the spec lets a client push
+// without their content (non-distributable layers with urls, a subject) are
+// not checked.
+func TestManifestReferencesAPI(t *testing.T) {
+	h := newTestHandler(t, Config{})
+	big := strings.Repeat("x", 65536)
+	cfg := putBlobHTTP(t, h, "a", `{"architecture":"amd64"}`)
+	layer := putBlobHTTP(t, h, "a", big)
+	desc := func(mediaType, dg string, size int, extra string) string {
+		return fmt.Sprintf(`{"mediaType":%q,"digest":%q,"size":%d%s}`, mediaType, dg, size, extra)
+	}
+	image := func(config string, layers ...string) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":%s,"layers":[%s]}`, storage.MediaTypeOCIManifest, config, strings.Join(layers, ","))
+	}
+	goodCfg := desc("application/vnd.oci.image.config.v1+json", cfg, 24, "")
+	good := image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 65536, ""))
+	goodDg := digest.FromString(good).String()
+	index := func(size int) string {
+		return fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[%s]}`, storage.MediaTypeOCIIndex, desc(storage.MediaTypeOCIManifest, goodDg, size, ""))
+	}
+	missing := digest.FromString("never pushed").String()
+	withSubject := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":%s,"layers":[],"subject":%s}`,
+		storage.MediaTypeOCIManifest, goodCfg, desc(storage.MediaTypeOCIManifest, missing, 7, ""))
+	oci := map[string]string{"Content-Type": storage.MediaTypeOCIManifest}
+	idx := map[string]string{"Content-Type": storage.MediaTypeOCIIndex}
+	run(t, h, []step{
+		// A layer descriptor that says 5 bytes for a 65,536-byte blob.
+		{method: "PUT", path: "/v2/a/manifests/short", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 5, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/long", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 65537, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/cfg", header: oci, body: image(desc("application/vnd.oci.image.config.v1+json", cfg, 2, "")), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/missing", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", missing, 5, "")), status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/good", header: oci, body: good, status: 201},
+		// Not checked: a non-distributable layer with urls, a subject.
+		{method: "PUT", path: "/v2/a/manifests/foreign", header: oci, body: image(goodCfg, desc("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", missing, 5, `,"urls":["https://example.com/l"]`)), status: 201},
+		{method: "PUT", path: "/v2/a/manifests/referrer", header: oci, body: withSubject, status: 201, want: map[string]string{"OCI-Subject": missing}},
+		// Index children: known, and of their size.
+		{method: "PUT", path: "/v2/a/manifests/index-short", header: idx, body: index(len(good) - 1), status: 400, code: "MANIFEST_INVALID"},
+		{method: "PUT", path: "/v2/b/manifests/index", header: idx, body: index(len(good)), status: 400, code: "MANIFEST_BLOB_UNKNOWN"},
+		{method: "PUT", path: "/v2/a/manifests/index", header: idx, body: index(len(good)), status: 201},
+		{method: "GET", path: "/v2/a/tags/list", status: 200, wantBody: `{"name":"a","tags":["foreign","good","index","referrer"]}`},
+	})
+	// The refusal names the descriptor and both sizes.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("PUT", "/v2/a/manifests/short", strings.NewReader(image(goodCfg, desc("application/vnd.oci.image.layer.v1.tar", layer, 5, ""))))
+	req.Header.Set("Content-Type", storage.MediaTypeOCIManifest)
+	h.ServeHTTP(rec, req)
+	var e struct {
+		Errors []struct {
+			Code   string
+			Detail struct {
+				Digest       string
+				Size, Stored int64
+			}
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Detail.Digest != layer ||
+		e.Errors[0].Detail.Size != 5 || e.Errors[0].Detail.Stored != 65536 {
+		t.Fatalf("size refusal: %s", rec.Body)
+	}
+}
+
+// TestManifestTagParamsAPI: a PUT by digest with tag parameters tags the
+// manifest with each, answers one OCI-Tag header per tag, and a sha512
+// manifest so tagged is served by tag with its own digest.
+func TestManifestTagParamsAPI(t *testing.T) {
+	authz := &recordingAuthorizer{allow: true}
+	h := newTestHandler(t, Config{Authorizer: authz})
+	cfg := putBlobHTTP(t, h, "a", `{"architecture":"amd64"}`)
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":24},"layers":[]}`,
+		storage.MediaTypeOCIManifest, cfg)
+	sum := sha512.Sum512([]byte(manifest))
+	dg := digest.NewDigestFromBytes(digest.SHA512, sum[:]).String()
+	oci := map[string]string{"Content-Type": storage.MediaTypeOCIManifest}
+	many := strings.Repeat("&tag=t", maxTagParams+1)[1:]
+	run(t, h, []step{
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?tag=ok&tag=-bad", header: oci, body: manifest, status: 400, code: "TAG_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?tag=", header: oci, body: manifest, status: 400, code: "TAG_INVALID"},
+		{method: "PUT", path: "/v2/a/manifests/" + dg + "?" + many, header: oci, body: manifest, status: 414, code: "UNSUPPORTED"},
+		{method: "GET", path: "/v2/a/manifests/ok", status: 404, code: "MANIFEST_UNKNOWN"},
+		{method: "GET", path: "/v2/a/manifests/" + dg, status: 404, code: "MANIFEST_UNKNOWN"},
+	})
+	req := httptest.NewRequest("PUT", "/v2/a/manifests/"+dg+"?tag=v1&tag=latest&tag=v1", strings.NewReader(manifest))
+	req.Header.Set("Content-Type", storage.MediaTypeOCIManifest)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 201 || rec.Header().Get("Docker-Content-Digest") != dg || rec.Header().Get("Location") != "/v2/a/manifests/"+dg {
+		t.Fatalf("PUT with tags: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	if got := rec.Header().Values("OCI-Tag"); !reflect.DeepEqual(got, []string{"v1", "latest"}) {
+		t.Fatalf("OCI-Tag headers %q, want one per tag", got)
+	}
+	// Authorized as any push: pull and push on the repository, nothing else.
+	if last := authz.asked[len(authz.asked)-1]; !reflect.DeepEqual(last, []Access{{Type: "repository", Name: "a", Actions: []string{"pull", "push"}}}) {
+		t.Fatalf("PUT with tags asked for %+v", last)
+	}
+	sha512Served := map[string]string{"Docker-Content-Digest": dg, "Content-Type": storage.MediaTypeOCIManifest}
+	run(t, h, []step{
+		{method: "GET", path: "/v2/a/manifests/v1", status: 200, want: sha512Served, wantBody: manifest},
+		{method: "HEAD", path: "/v2/a/manifests/latest", status: 200, want: sha512Served},
+		{method: "GET", path: "/v2/a/manifests/" + dg, status: 200, want: sha512Served},
+		{method: "GET", path: "/v2/a/tags/list", status: 200, wantBody: `{"name":"a","tags":["latest","v1"]}`},
+		// Without tag parameters, no OCI-Tag.
+		{method: "PUT", path: "/v2/a/manifests/" + dg, header: oci, body: manifest, status: 201, want: map[string]string{"OCI-Tag": ""}},
+	})
+}
+
+// TestUploadBusyAPI: a request on an upload that another request holds for
+// longer than the store lets it wait is answered 429 TOOMANYREQUESTS with
+// Retry-After, so the client retries instead of waiting with no answer.
+func TestUploadBusyAPI(t *testing.T) {
+	h := newTestHandler(t, Config{Store: newTestStore(t, storage.Options{UploadWait: 20 * time.Millisecond})})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v2/a/blobs/uploads/", nil))
+	loc := rec.Header().Get("Location")
+	// The holder: a PATCH whose body is fed by hand, through a recorder,
+	// which has no read deadline, so nothing cuts it.
+	body, feed := io.Pipe()
+	done := make(chan int, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("PATCH", loc, body))
+		done <- rec.Code
+	}()
+	if _, err := feed.Write([]byte("arriving")); err != nil {
+		t.Fatal(err)
+	}
+	run(t, h, []step{
+		{method: "GET", path: loc, status: 429, code: "TOOMANYREQUESTS", want: map[string]string{"Retry-After": "1"}},
+		{method: "PATCH", path: loc, body: "more", status: 429, code: "TOOMANYREQUESTS"},
+		{method: "DELETE", path: loc, status: 429, code: "TOOMANYREQUESTS"},
+	})
+	feed.Close()
+	if code := <-done; code != http.StatusAccepted {
+		t.Fatalf("holder: %d", code)
+	}
+	run(t, h, []step{{method: "GET", path: loc, status: 204, want: map[string]string{"Range": "0-7"}}})
 }

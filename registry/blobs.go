@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/gin-gonic/gin"
+	"github.com/opencontainers/go-digest"
 )
 
 // downloadBuffers hold what a blob download copies at a time: large
@@ -15,7 +16,9 @@ import (
 // frames handed between goroutines.
 var downloadBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-func blobLocation(name, dg string) string { return "/v2/" + name + "/blobs/" + dg }
+func blobLocation(name, dg string) string {
+	return "/v2" + Route{Kind: KindBlob, Name: name, Digest: digest.Digest(dg)}.Path()
+}
 
 func (h *Handler) getBlob(c *gin.Context, r Route) error {
 	ctx := c.Request.Context()

@@ -21,6 +21,8 @@ var (
 	errSizeInvalid = errors.New("provided length did not match content length")
 	// errRangeInvalid: a Range header that cannot be served.
 	errRangeInvalid = errors.New("requested range not satisfiable")
+	// errTooManyTags: a manifest PUT with more than maxTagParams tags.
+	errTooManyTags = errors.New("too many tag parameters: at most " + strconv.Itoa(maxTagParams) + " per request")
 	// errPaginationInvalid: an n that is not a non-negative number.
 	errPaginationInvalid = errors.New("invalid number of results requested")
 )
@@ -46,6 +48,7 @@ func classify(err error) (int, apiError) {
 		rangeErr   *storage.RangeError
 		invalid    *storage.ManifestInvalidError
 		blobMissed *storage.ManifestBlobUnknownError
+		sizeWrong  *storage.SizeMismatchError
 	)
 	switch {
 	case errors.Is(err, ErrUnauthorized):
@@ -68,6 +71,9 @@ func classify(err error) (int, apiError) {
 	case errors.As(err, &blobMissed):
 		return 400, apiError{Code: "MANIFEST_BLOB_UNKNOWN", Message: "manifest references a blob unknown to the registry",
 			Detail: map[string]string{"digest": blobMissed.Digest.String()}}
+	case errors.As(err, &sizeWrong):
+		return 400, apiError{Code: "MANIFEST_INVALID", Message: "manifest invalid: a descriptor's size differs from the stored content's",
+			Detail: map[string]any{"digest": sizeWrong.Digest.String(), "size": sizeWrong.Declared, "stored": sizeWrong.Stored}}
 	case errors.As(err, &invalid):
 		return 400, apiError{Code: "MANIFEST_INVALID", Message: invalid.Error()}
 	case errors.Is(err, storage.ErrManifestTooLarge):
@@ -76,6 +82,8 @@ func classify(err error) (int, apiError) {
 		return 400, apiError{Code: "BLOB_UPLOAD_INVALID", Message: "blob upload invalid: the request body ended early or failed"}
 	case errors.Is(err, storage.ErrBlobUnknown):
 		return 404, apiError{Code: "BLOB_UNKNOWN", Message: storage.ErrBlobUnknown.Error()}
+	case errors.Is(err, storage.ErrUploadBusy):
+		return 429, apiError{Code: "TOOMANYREQUESTS", Message: "another request on this upload is still in progress: retry"}
 	case errors.Is(err, storage.ErrUploadUnknown):
 		return 404, apiError{Code: "BLOB_UPLOAD_UNKNOWN", Message: storage.ErrUploadUnknown.Error()}
 	case errors.Is(err, storage.ErrManifestUnknown):
@@ -92,6 +100,8 @@ func classify(err error) (int, apiError) {
 		return 400, apiError{Code: "SIZE_INVALID", Message: errSizeInvalid.Error()}
 	case errors.Is(err, errRangeInvalid):
 		return 416, apiError{Code: "RANGE_INVALID", Message: errRangeInvalid.Error()}
+	case errors.Is(err, errTooManyTags):
+		return 414, apiError{Code: "UNSUPPORTED", Message: errTooManyTags.Error()}
 	case errors.Is(err, errPaginationInvalid):
 		return 400, apiError{Code: "PAGINATION_NUMBER_INVALID", Message: errPaginationInvalid.Error()}
 	}
@@ -110,6 +120,9 @@ func writeError(w http.ResponseWriter, err error) int {
 		Errors []apiError `json:"errors"`
 	}{[]apiError{body}})
 	h := w.Header()
+	if status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", "1") // as the spec asks of a 429
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,7 +16,7 @@ import (
 )
 
 func manifestLocation(name string, dg digest.Digest) string {
-	return "/v2/" + name + "/manifests/" + dg.String()
+	return "/v2" + Route{Kind: KindManifest, Name: name, Reference: dg.String()}.Path()
 }
 
 func (h *Handler) getManifest(c *gin.Context, r Route) error {
@@ -66,7 +67,21 @@ func accepts(values []string, mediaType string) bool {
 	return !listsManifestTypes
 }
 
+// maxTagParams is how many tag parameters one manifest PUT may carry; the
+// spec asks for at least 10 and allows 414 past a registry's limit.
+const maxTagParams = 100
+
+// putManifest handles PUT …/manifests/<reference>, with the tag parameters
+// of the distribution-spec (?tag=a&tag=b): the manifest is tagged with each
+// of them as well, all or none, and every tag is named back in an OCI-Tag
+// header. They are meant for a push by digest, the only way to tag a
+// manifest by a digest other than sha256; a push by tag honours them too.
+// The access needed is that of any push, pull and push on the repository.
 func (h *Handler) putManifest(c *gin.Context, r Route) error {
+	tags := c.QueryArray("tag")
+	if len(tags) > maxTagParams {
+		return errTooManyTags
+	}
 	body := http.MaxBytesReader(c.Writer, c.Request.Body, storage.MaxManifestSize)
 	payload, err := io.ReadAll(body)
 	if err != nil {
@@ -76,9 +91,14 @@ func (h *Handler) putManifest(c *gin.Context, r Route) error {
 		}
 		return storage.ErrUploadInvalid
 	}
-	res, err := h.store.PutManifest(c.Request.Context(), r.Name, r.Reference, c.GetHeader("Content-Type"), payload)
+	res, err := h.store.PutManifest(c.Request.Context(), r.Name, r.Reference, c.GetHeader("Content-Type"), payload, tags...)
 	if err != nil {
 		return err
+	}
+	for i, tag := range tags {
+		if !slices.Contains(tags[:i], tag) {
+			c.Writer.Header().Add("OCI-Tag", tag)
+		}
 	}
 	c.Header("Location", manifestLocation(r.Name, res.Digest))
 	c.Header("Docker-Content-Digest", res.Digest.String())

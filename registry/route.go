@@ -82,7 +82,7 @@ func ParseRoute(p string) (Route, error) {
 		r.Kind, r.UploadID, nameParts = KindUpload, last, parts[:n-3]
 	case n >= 3 && parts[n-2] == "tags" && last == "list":
 		r.Kind, nameParts = KindTags, parts[:n-2]
-	case n >= 3 && parts[n-2] == "manifests":
+	case n >= 3 && parts[n-2] == "manifests" && last != "":
 		r.Kind, r.Reference, nameParts = KindManifest, last, parts[:n-2]
 	case n >= 3 && parts[n-2] == "blobs":
 		r.Kind, nameParts = KindBlob, parts[:n-2]
@@ -110,6 +110,30 @@ func ParseRoute(p string) (Route, error) {
 		}
 	}
 	return r, nil
+}
+
+// Path returns the path after "/v2" that addresses r: the inverse of
+// ParseRoute, which parses it back to r.
+func (r Route) Path() string {
+	switch r.Kind {
+	case KindBase:
+		return "/"
+	case KindCatalog:
+		return "/_catalog"
+	case KindTags:
+		return "/" + r.Name + "/tags/list"
+	case KindManifest:
+		return "/" + r.Name + "/manifests/" + r.Reference
+	case KindBlob:
+		return "/" + r.Name + "/blobs/" + r.Digest.String()
+	case KindUploadStart:
+		return "/" + r.Name + "/blobs/uploads/"
+	case KindUpload:
+		return "/" + r.Name + "/blobs/uploads/" + r.UploadID
+	case KindReferrers:
+		return "/" + r.Name + "/referrers/" + r.Digest.String()
+	}
+	return ""
 }
 
 // Access is one grant a request needs, in the token spec's terms: type

@@ -30,6 +30,13 @@ type Config struct {
 	// DeleteEnabled allows deleting manifests, tags and blobs; when false
 	// those requests get 405 UNSUPPORTED.
 	DeleteEnabled bool
+	// BodyIdleTimeout is how long a request body may deliver no byte while
+	// the registry waits for one; then the read fails and the request ends
+	// (see idleBody), so a stalled client holds neither a connection nor an
+	// upload session for longer. Zero: DefaultBodyIdleTimeout; negative:
+	// no limit. Give the Store an UploadWait a little above it, so a request
+	// on an upload that a stalled one holds outwaits the cut.
+	BodyIdleTimeout time.Duration
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -40,6 +47,8 @@ type Handler struct {
 	authz  Authorizer
 	delete bool
 	memory *memoryReleaser
+	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
+	bodyIdle time.Duration
 }
 
 // New returns the API handler.
@@ -48,6 +57,12 @@ func New(cfg Config) *Handler {
 	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, memory: newMemoryReleaser()}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case cfg.BodyIdleTimeout == 0:
+		h.bodyIdle = DefaultBodyIdleTimeout
+	case cfg.BodyIdleTimeout > 0:
+		h.bodyIdle = cfg.BodyIdleTimeout
 	}
 	e := gin.New()
 	_ = e.SetTrustedProxies(nil)
@@ -65,7 +80,16 @@ func New(cfg Config) *Handler {
 }
 
 // ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.engine.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.bodyIdle > 0 && r.Body != nil && r.Body != http.NoBody {
+		body := h.watchBody(w, r)
+		defer body.finish()
+		r2 := *r
+		r2.Body = body
+		r = &r2
+	}
+	h.engine.ServeHTTP(w, r)
+}
 
 // Keys under which a request's route and subject reach the access log.
 const (

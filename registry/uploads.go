@@ -11,7 +11,9 @@ import (
 	"github.com/berth-registry/berth/storage"
 )
 
-func uploadLocation(name, id string) string { return "/v2/" + name + "/blobs/uploads/" + id }
+func uploadLocation(name, id string) string {
+	return "/v2" + Route{Kind: KindUpload, Name: name, UploadID: id}.Path()
+}
 
 // setUploadHeaders describes an upload session that holds size bytes.
 func setUploadHeaders(c *gin.Context, name, id string, size int64) {
@@ -130,13 +132,18 @@ func (h *Handler) patchUpload(c *gin.Context, r Route) error {
 // resume.
 func (h *Handler) rangeFailure(c *gin.Context, r Route, err error) error {
 	var re *storage.RangeError
-	if errors.As(err, &re) {
-		if size, serr := h.store.UploadSize(c.Request.Context(), r.Name, r.UploadID); serr == nil {
-			setUploadHeaders(c, r.Name, r.UploadID, size)
-		} else {
-			return serr
-		}
+	if !errors.As(err, &re) {
+		return err
 	}
+	if re.Start >= 0 { // storage's: it says where the upload stands
+		setUploadHeaders(c, r.Name, r.UploadID, re.Size)
+		return err
+	}
+	size, serr := h.store.UploadSize(c.Request.Context(), r.Name, r.UploadID)
+	if serr != nil {
+		return serr
+	}
+	setUploadHeaders(c, r.Name, r.UploadID, size)
 	return err
 }
 

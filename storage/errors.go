@@ -20,6 +20,9 @@ var (
 	ErrManifestTooLarge  = errors.New("manifest too large")
 	ErrUploadInvalid     = errors.New("blob upload invalid")
 	ErrManifestNotAccept = errors.New("manifest media type not accepted by the client")
+	// ErrUploadBusy: another request holds the upload session for longer
+	// than this one may wait; the client may retry.
+	ErrUploadBusy = errors.New("blob upload busy with another request")
 )
 
 // DigestMismatchError says that content did not hash to the digest given for it.
@@ -56,4 +59,15 @@ type ManifestBlobUnknownError struct {
 
 func (e *ManifestBlobUnknownError) Error() string {
 	return "manifest references unknown blob " + e.Digest.String()
+}
+
+// SizeMismatchError says that a manifest's descriptor declares a size other
+// than that of the content the registry holds under its digest.
+type SizeMismatchError struct {
+	Digest           digest.Digest
+	Declared, Stored int64
+}
+
+func (e *SizeMismatchError) Error() string {
+	return fmt.Sprintf("manifest invalid: descriptor of %s declares %d bytes, the registry holds %d", e.Digest, e.Declared, e.Stored)
 }

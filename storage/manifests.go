@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -60,9 +61,15 @@ type manifestDoc struct {
 	Annotations   map[string]string `json:"annotations,omitempty"`
 }
 
-// parseManifest decodes payload and settles its media type: the document's
-// own mediaType field, else the Content-Type it was sent with, else its
-// shape (an OCI index has "manifests", an OCI manifest "config").
+// parseManifest decodes payload and settles its media type. A manifest
+// names its type in its mediaType field or, without one (the OCI types make
+// it optional, Docker's do not), by its shape: "manifests" without config or
+// layers is an OCI index, a config without "manifests" an OCI image
+// manifest; any other shape is refused. A Content-Type, when one is sent,
+// must be a manifest media type (parameters ignored) and agree with what the
+// document says, as CNCF Distribution requires. A stored manifest is read
+// back with no Content-Type and settles on the type it was pushed as, so it
+// is served with that Content-Type.
 func parseManifest(payload []byte, contentType string) (*manifestDoc, string, error) {
 	var doc manifestDoc
 	if err := json.Unmarshal(payload, &doc); err != nil {
@@ -71,27 +78,23 @@ func parseManifest(payload []byte, contentType string) (*manifestDoc, string, er
 	if doc.SchemaVersion != 2 {
 		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("schemaVersion %d is not supported", doc.SchemaVersion)}
 	}
-	header := ""
-	if contentType != "" {
-		if mt, _, err := mime.ParseMediaType(contentType); err == nil {
-			header = mt
-		}
+	header, err := manifestContentType(contentType)
+	if err != nil {
+		return nil, "", err
 	}
 	mediaType := doc.MediaType
 	switch {
-	case mediaType != "":
-		if knownManifestType(header) && header != mediaType {
-			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s does not match mediaType %s", header, mediaType)}
+	case mediaType == "":
+		if mediaType = doc.shapeType(); mediaType == "" {
+			return nil, "", &ManifestInvalidError{Reason: "no mediaType, and the document is neither shaped as an image manifest nor as an index"}
 		}
-	case knownManifestType(header):
-		mediaType = header
-	case doc.Manifests != nil:
-		mediaType = MediaTypeOCIIndex
-	case doc.Config != nil:
-		mediaType = MediaTypeOCIManifest
-	}
-	if !knownManifestType(mediaType) {
-		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("unsupported manifest media type %q", mediaType)}
+		if header != "" && header != mediaType {
+			return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s for a document without mediaType, shaped as %s", header, mediaType)}
+		}
+	case !knownManifestType(mediaType):
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("unsupported manifest media type %q", truncate(mediaType))}
+	case header != "" && header != mediaType:
+		return nil, "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s does not match mediaType %s", header, mediaType)}
 	}
 	if isIndex(mediaType) {
 		if doc.Config != nil || doc.Layers != nil {
@@ -109,6 +112,35 @@ func parseManifest(payload []byte, contentType string) (*manifestDoc, string, er
 		}
 	}
 	return &doc, mediaType, nil
+}
+
+// manifestContentType returns the media type of a manifest push's
+// Content-Type header without its parameters, "" when there is none, or an
+// error when it names no manifest type the registry stores.
+func manifestContentType(contentType string) (string, error) {
+	if contentType == "" {
+		return "", nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %q: %v", truncate(contentType), err)}
+	}
+	if !knownManifestType(mt) {
+		return "", &ManifestInvalidError{Reason: fmt.Sprintf("Content-Type %s is not a manifest media type", truncate(mt))}
+	}
+	return mt, nil
+}
+
+// shapeType is the OCI media type a document without mediaType has by its
+// fields, or "" when they fit neither an index nor an image manifest.
+func (m *manifestDoc) shapeType() string {
+	switch {
+	case m.Manifests != nil && m.Config == nil && m.Layers == nil:
+		return MediaTypeOCIIndex
+	case m.Config != nil && m.Manifests == nil:
+		return MediaTypeOCIManifest
+	}
+	return ""
 }
 
 func (m *manifestDoc) descriptors() []v1.Descriptor {
@@ -132,24 +164,35 @@ type PutManifestResult struct {
 }
 
 // PutManifest validates payload and stores it in repository name under
-// reference ref, a tag or the manifest's digest. Every blob it references
-// (config, layers without external URLs) and every child manifest of an
-// index must already be in the repository.
-func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
+// reference ref, a tag or the manifest's digest, and under every tag in tags
+// as well (the tag parameters of a push by digest). Every blob it references
+// and every child manifest of an index must already be in the repository,
+// of the size its descriptor declares (see checkReferences).
+//
+// The manifest's digest uses the algorithm of ref when ref is a digest, so
+// a manifest pushed by sha512 digest with tags is known by that digest under
+// every tag; sha256 otherwise. All tags are validated before anything is
+// written: a refused push changes nothing.
+func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte, tags ...string) (PutManifestResult, error) {
 	if err := ValidateName(name); err != nil {
 		return PutManifestResult{}, err
 	}
 	if len(payload) > MaxManifestSize {
 		return PutManifestResult{}, ErrManifestTooLarge
 	}
-	alg, tag := digest.SHA256, ""
+	alg := digest.SHA256
 	var refDigest digest.Digest
+	var allTags []string
 	if dg, err := digest.Parse(ref); err == nil {
 		refDigest, alg = dg, dg.Algorithm()
-	} else if err := ValidateTag(ref); err != nil {
-		return PutManifestResult{}, err
 	} else {
-		tag = ref
+		allTags = []string{ref}
+	}
+	allTags = uniqueTags(append(allTags, tags...))
+	for _, tag := range allTags {
+		if err := ValidateTag(tag); err != nil {
+			return PutManifestResult{}, err
+		}
 	}
 	if !alg.Available() {
 		return PutManifestResult{}, fmt.Errorf("%w: unsupported algorithm %s", ErrDigestInvalid, alg)
@@ -162,20 +205,21 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	if err := s.checkReferences(ctx, name, doc); err != nil {
+	if err := checkReferences(ctx, doc, repoContent{s, name}); err != nil {
 		return PutManifestResult{}, err
 	}
 
-	// Everything but the tag is written at once, so the fsyncs share the
-	// filesystem's journal commits; the tag moves only when all of it is
-	// durable, so a tag never points at something missing. A crash in
-	// between can leave a revision link whose content did not reach the
-	// disk: it reads as MANIFEST_UNKNOWN, and pushing again completes it.
+	// Everything but the tags' current links is written at once, so the
+	// fsyncs share the filesystem's journal commits; the tags move only
+	// when all of it is durable, so a tag never points at something
+	// missing. A crash in between can leave a revision link whose content
+	// did not reach the disk: it reads as MANIFEST_UNKNOWN, and pushing
+	// again completes it.
 	res := PutManifestResult{Digest: dg}
 	if doc.Subject != nil {
 		res.Subject = doc.Subject.Digest
 	}
-	err = concurrently(
+	writes := []func() error{
 		func() error {
 			if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || ok {
 				return err
@@ -183,31 +227,41 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 			return s.d.PutContent(ctx, blobDataPath(dg), payload)
 		},
 		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
-		func() error {
-			if tag == "" {
-				return nil
-			}
-			return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg)
-		},
-		func() error {
-			if res.Subject == "" {
-				return nil
-			}
-			return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg)
-		},
-	)
-	if err != nil {
+	}
+	if res.Subject != "" {
+		writes = append(writes, func() error { return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg) })
+	}
+	for _, tag := range allTags {
+		writes = append(writes, func() error { return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) })
+	}
+	if err := concurrently(writes...); err != nil {
 		return PutManifestResult{}, err
 	}
-	if tag != "" {
-		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
-			return PutManifestResult{}, err
-		}
+	if len(allTags) == 0 {
+		return res, nil
+	}
+	var moves []func() error
+	for _, tag := range allTags {
+		moves = append(moves, func() error { return s.writeLink(ctx, tagCurrentPath(name, tag), dg) })
+	}
+	if err := concurrently(moves...); err != nil {
+		return PutManifestResult{}, err
 	}
 	return res, nil
 }
 
-// concurrently runs fns at once and returns the first error.
+// uniqueTags returns tags without repetitions, in their first order.
+func uniqueTags(tags []string) []string {
+	out := tags[:0:0]
+	for _, t := range tags {
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// concurrently runs fns (at least one) at once and returns the first error.
 func concurrently(fns ...func() error) error {
 	errs := make(chan error, len(fns))
 	for _, fn := range fns[1:] {
@@ -223,38 +277,81 @@ func concurrently(fns ...func() error) error {
 	return first
 }
 
-func (s *Store) checkReferences(ctx context.Context, name string, doc *manifestDoc) error {
+// contentLookup says what a repository holds, for checking the references
+// of a manifest pushed to it.
+type contentLookup interface {
+	// blobSize returns the size of blob dg, or an error wrapping
+	// ErrBlobUnknown.
+	blobSize(ctx context.Context, dg digest.Digest) (int64, error)
+	// manifestSize returns the size of manifest dg, or an error wrapping
+	// ErrManifestUnknown.
+	manifestSize(ctx context.Context, dg digest.Digest) (int64, error)
+}
+
+// repoContent is the contentLookup of repository name in a store.
+type repoContent struct {
+	s    *Store
+	name string
+}
+
+func (r repoContent) blobSize(ctx context.Context, dg digest.Digest) (int64, error) {
+	return r.s.StatBlob(ctx, r.name, dg)
+}
+
+func (r repoContent) manifestSize(ctx context.Context, dg digest.Digest) (int64, error) {
+	ok, err := r.s.exists(ctx, revisionLinkPath(r.name, dg))
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, ErrManifestUnknown
+	}
+	fi, err := r.s.d.Stat(ctx, blobDataPath(dg))
+	if err != nil {
+		return 0, notFound(err, ErrManifestUnknown)
+	}
+	return fi.Size, nil
+}
+
+// checkReferences checks a manifest's descriptors against what the
+// repository holds: the config and every layer must be a blob of the
+// repository, every child of an index one of its manifests, each of the
+// size the descriptor declares (*ManifestBlobUnknownError,
+// *SizeMismatchError). Two kinds are not checked: a layer with urls (a
+// non-distributable layer, stored elsewhere), and the subject, which the
+// spec lets a client push after its referrers (checking it only when
+// present would make the outcome depend on the order of pushes).
+func checkReferences(ctx context.Context, doc *manifestDoc, have contentLookup) error {
+	check := func(d v1.Descriptor, size func(context.Context, digest.Digest) (int64, error), unknown error) error {
+		n, err := size(ctx, d.Digest)
+		if errors.Is(err, unknown) {
+			return &ManifestBlobUnknownError{Digest: d.Digest}
+		}
+		if err != nil {
+			return err
+		}
+		if n != d.Size {
+			return &SizeMismatchError{Digest: d.Digest, Declared: d.Size, Stored: n}
+		}
+		return nil
+	}
 	if doc.Config != nil {
-		if err := s.checkBlob(ctx, name, doc.Config.Digest); err != nil {
+		if err := check(*doc.Config, have.blobSize, ErrBlobUnknown); err != nil {
 			return err
 		}
 	}
 	for _, l := range doc.Layers {
 		if len(l.URLs) > 0 {
-			continue // a non-distributable layer lives elsewhere
+			continue
 		}
-		if err := s.checkBlob(ctx, name, l.Digest); err != nil {
+		if err := check(l, have.blobSize, ErrBlobUnknown); err != nil {
 			return err
 		}
 	}
 	for _, m := range doc.Manifests {
-		ok, err := s.exists(ctx, revisionLinkPath(name, m.Digest))
-		if err != nil {
+		if err := check(m, have.manifestSize, ErrManifestUnknown); err != nil {
 			return err
 		}
-		if !ok {
-			return &ManifestBlobUnknownError{Digest: m.Digest}
-		}
-	}
-	return nil
-}
-
-func (s *Store) checkBlob(ctx context.Context, name string, dg digest.Digest) error {
-	if _, err := s.StatBlob(ctx, name, dg); err != nil {
-		if errors.Is(err, ErrBlobUnknown) {
-			return &ManifestBlobUnknownError{Digest: dg}
-		}
-		return err
 	}
 	return nil
 }

@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -115,6 +117,9 @@ func TestManifestRefusals(t *testing.T) {
 		{"missing layer", "t", MediaTypeOCIManifest, manifest(missing), isBlobUnknown(missing.Digest)},
 		{"missing config", "t", MediaTypeOCIManifest, mustJSON(t, map[string]any{"schemaVersion": 2, "config": missing, "layers": []any{}}), isBlobUnknown(missing.Digest)},
 		{"index with missing child", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: missing.Digest, Size: 1}}}), isBlobUnknown(missing.Digest)},
+		{"layer of another size", "t", MediaTypeOCIManifest, manifest(v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: cfg.Digest, Size: cfg.Size + 1}), isSizeMismatch(cfg.Digest, cfg.Size+1, cfg.Size)},
+		{"config of another size", "t", MediaTypeOCIManifest, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIManifest, "config": v1.Descriptor{MediaType: v1.MediaTypeImageConfig, Digest: cfg.Digest, Size: 0}, "layers": []any{}}), isSizeMismatch(cfg.Digest, 0, cfg.Size)},
+		{"index child of another size", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: digest.FromBytes(good), Size: 5}}}), isSizeMismatch(digest.FromBytes(good), 5, int64(len(good)))},
 		{"index with layers", "t", MediaTypeOCIIndex, mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": []any{}, "layers": []any{}}), isInvalid},
 		{"digest reference mismatch", digest.FromString("other").String(), MediaTypeOCIManifest, manifest(), func(err error) bool {
 			var mm *DigestMismatchError
@@ -151,6 +156,13 @@ func isBlobUnknown(dg digest.Digest) func(error) bool {
 	return func(err error) bool {
 		var bu *ManifestBlobUnknownError
 		return errors.As(err, &bu) && bu.Digest == dg
+	}
+}
+
+func isSizeMismatch(dg digest.Digest, declared, stored int64) func(error) bool {
+	return func(err error) bool {
+		var sm *SizeMismatchError
+		return errors.As(err, &sm) && *sm == SizeMismatchError{Digest: dg, Declared: declared, Stored: stored}
 	}
 }
 
@@ -203,6 +215,24 @@ func TestIndexAndForeignLayers(t *testing.T) {
 	})
 	if _, err := s.PutManifest(ctx, "a", "windows", MediaTypeOCIManifest, foreign); err != nil {
 		t.Fatalf("foreign layer refused: %v", err)
+	}
+	// Nor a stored one whose descriptor has urls, whatever size it declares.
+	stored := putBlob(t, s, "a", "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", []byte("stored foreign layer"))
+	stored.Size, stored.URLs = 3, []string{"https://example.com/layer"}
+	foreign = image(t, s, "a", "w2", func(m map[string]any) { m["layers"] = []v1.Descriptor{stored} })
+	if _, err := s.PutManifest(ctx, "a", "windows2", MediaTypeOCIManifest, foreign); err != nil {
+		t.Fatalf("foreign layer with another size refused: %v", err)
+	}
+	// A subject need not exist, nor match what exists: referrers may come
+	// first.
+	for i, subject := range []v1.Descriptor{
+		{MediaType: MediaTypeOCIManifest, Digest: digest.FromString("not pushed yet"), Size: 42},
+		{MediaType: MediaTypeOCIManifest, Digest: children[0].Digest, Size: children[0].Size + 1},
+	} {
+		p := image(t, s, "a", fmt.Sprint("referrer", i), func(m map[string]any) { m["subject"] = subject })
+		if res, err := s.PutManifest(ctx, "a", fmt.Sprint("referrer", i), MediaTypeOCIManifest, p); err != nil || res.Subject != subject.Digest {
+			t.Fatalf("referrer of %v: %+v, %v", subject, res, err)
+		}
 	}
 }
 
@@ -374,5 +404,112 @@ func TestManifestCrashBeforeContent(t *testing.T) {
 	m, err := s.GetManifest(ctx, "a", "v1")
 	if err != nil || !bytes.Equal(m.Payload, payload) {
 		t.Fatalf("after pushing again: %v", err)
+	}
+}
+
+// TestManifestContentType: a push's Content-Type must be a manifest type and
+// agree with the document (its mediaType, or its shape when it has none),
+// and a stored manifest is served as the type it was pushed as.
+func TestManifestContentType(t *testing.T) {
+	s, _ := newStore(t)
+	withType := image(t, s, "a", "typed", nil)
+	noType := image(t, s, "a", "untyped", func(m map[string]any) { delete(m, "mediaType") })
+	docker := image(t, s, "a", "docker", func(m map[string]any) { m["mediaType"] = MediaTypeDockerManifest })
+	child, err := s.PutManifest(ctx, "a", "child", MediaTypeOCIManifest, withType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	children := []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: child.Digest, Size: int64(len(withType))}}
+	index := mustJSON(t, map[string]any{"schemaVersion": 2, "manifests": children})
+	both := image(t, s, "a", "both", func(m map[string]any) { delete(m, "mediaType"); m["manifests"] = children })
+	tests := []struct {
+		name        string
+		contentType string
+		payload     []byte
+		want        string // the media type it is stored and served as; "" = refused
+	}{
+		{"OCI manifest", MediaTypeOCIManifest, withType, MediaTypeOCIManifest},
+		{"parameters are ignored", MediaTypeOCIManifest + "; charset=utf-8", withType, MediaTypeOCIManifest},
+		{"no Content-Type", "", withType, MediaTypeOCIManifest},
+		{"text/plain", "text/plain", withType, ""},
+		{"application/json", "application/json", withType, ""},
+		{"octet-stream", "application/octet-stream", withType, ""},
+		{"unparsable Content-Type", "/;;", withType, ""},
+		{"another manifest type", MediaTypeDockerManifest, withType, ""},
+		{"Docker schema 2", MediaTypeDockerManifest, docker, MediaTypeDockerManifest},
+		{"Docker schema 2 without Content-Type", "", docker, MediaTypeDockerManifest},
+		{"no mediaType, sent as an OCI manifest", MediaTypeOCIManifest, noType, MediaTypeOCIManifest},
+		{"no mediaType, no Content-Type", "", noType, MediaTypeOCIManifest},
+		{"no mediaType, sent as text/plain", "text/plain", noType, ""},
+		{"no mediaType, sent as a Docker manifest", MediaTypeDockerManifest, noType, ""},
+		{"no mediaType, sent as an index", MediaTypeOCIIndex, noType, ""},
+		{"index without mediaType", MediaTypeOCIIndex, index, MediaTypeOCIIndex},
+		{"index without mediaType sent as a manifest", MediaTypeOCIManifest, index, ""},
+		{"nothing but a schema version, sent as an index", MediaTypeOCIIndex, []byte(`{"schemaVersion":2}`), ""},
+		{"config and manifests without mediaType", MediaTypeOCIManifest, both, ""},
+	}
+	for i, tc := range tests {
+		tag := fmt.Sprintf("t%d", i)
+		_, err := s.PutManifest(ctx, "a", tag, tc.contentType, tc.payload)
+		if tc.want == "" {
+			if !isInvalid(err) {
+				t.Errorf("%s: PutManifest = %v, want ManifestInvalidError", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: PutManifest: %v", tc.name, err)
+			continue
+		}
+		m, err := s.GetManifest(ctx, "a", tag)
+		if err != nil || m.MediaType != tc.want {
+			t.Errorf("%s: served as %v, %v; want %s", tc.name, m, err, tc.want)
+		}
+	}
+}
+
+// TestManifestExtraTags: the tags of a push by digest all point at the
+// manifest by that digest, whatever its algorithm; one invalid tag refuses
+// the whole push.
+func TestManifestExtraTags(t *testing.T) {
+	s, root := newStore(t)
+	payload := image(t, s, "a", "1", nil)
+	sum := sha512.Sum512(payload)
+	dg := digest.NewDigestFromBytes(digest.SHA512, sum[:])
+	for _, tags := range [][]string{{"ok", "-bad"}, {""}, {strings.Repeat("t", 129)}} {
+		if _, err := s.PutManifest(ctx, "a", dg.String(), MediaTypeOCIManifest, payload, tags...); !errors.Is(err, ErrTagInvalid) {
+			t.Fatalf("tags %q: %v, want ErrTagInvalid", tags, err)
+		}
+	}
+	if _, err := s.GetManifest(ctx, "a", dg.String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Fatalf("a refused push stored the manifest: %v", err)
+	}
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
+		t.Fatalf("a refused push created tags: %v, %v", tags, err)
+	}
+	res, err := s.PutManifest(ctx, "a", dg.String(), MediaTypeOCIManifest, payload, "v1", "latest", "v1")
+	if err != nil || res.Digest != dg {
+		t.Fatalf("PutManifest = %+v, %v", res, err)
+	}
+	for _, ref := range []string{"v1", "latest", dg.String()} {
+		m, err := s.GetManifest(ctx, "a", ref)
+		if err != nil || m.Digest != dg || !bytes.Equal(m.Payload, payload) {
+			t.Fatalf("GetManifest(%s) = %+v, %v; want %s", ref, m, err, dg)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "docker/registry/v2/repositories/a/_manifests/tags/v1/index/sha512", dg.Encoded(), "link")); err != nil || string(b) != dg.String() {
+		t.Fatalf("tag index link: %q, %v", b, err)
+	}
+	// A push by tag may name more tags; they all move.
+	other := image(t, s, "a", "2", nil)
+	if _, err := s.PutManifest(ctx, "a", "v2", MediaTypeOCIManifest, other, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	tags, _, _ := s.Tags(ctx, "a", Page{N: -1})
+	if !slices.Equal(tags, []string{"latest", "v1", "v2"}) {
+		t.Fatalf("tags %v", tags)
+	}
+	if m, _ := s.GetManifest(ctx, "a", "latest"); m.Digest != digest.FromBytes(other) {
+		t.Fatalf("latest did not move: %s", m.Digest)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	_ "crypto/sha256" // digest algorithms the registry computes
 	_ "crypto/sha512"
@@ -28,15 +29,30 @@ import (
 // Store is the content store. Create it with New; it is safe for
 // concurrent use.
 type Store struct {
-	d         driver.Driver
-	locks     keyedMutex
-	states    hashStates
-	manifests manifestCache
+	d          driver.Driver
+	uploadWait time.Duration
+	locks      keyedMutex
+	states     hashStates
+	manifests  manifestCache
 }
 
-// New returns a store on d.
+// Options tunes a Store. The zero value is what New uses.
+type Options struct {
+	// UploadWait bounds how long a call on an upload session waits while
+	// another call holds the same session (a request whose body is still
+	// arriving) before it fails with ErrUploadBusy. Zero: it waits as long
+	// as its context allows.
+	UploadWait time.Duration
+}
+
+// New returns a store on d with the default Options.
 func New(d driver.Driver) *Store {
-	return &Store{d: d}
+	return NewWithOptions(d, Options{})
+}
+
+// NewWithOptions returns a store on d tuned by opts.
+func NewWithOptions(d driver.Driver, opts Options) *Store {
+	return &Store{d: d, uploadWait: opts.UploadWait}
 }
 
 // readLink reads a link file and parses the digest in it.
@@ -74,36 +90,63 @@ func notFound(err, sentinel error) error {
 }
 
 // keyedMutex serialises work on one key (an upload session) without
-// holding a lock per key forever.
+// holding a lock per key forever. Waiting for a key honours a context and a
+// bound, so a request never waits behind another one indefinitely.
 type keyedMutex struct {
 	mu    sync.Mutex
 	locks map[string]*keyedEntry
 }
 
 type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
+	held chan struct{} // holds one token while the key is locked
+	refs int           // holders and waiters
 }
 
-func (k *keyedMutex) lock(key string) (unlock func()) {
+// lock locks key, waiting until it is free, ctx ends, or wait (when
+// positive) has passed; in the last two cases it returns an error wrapping
+// ErrUploadBusy and the key is not locked.
+func (k *keyedMutex) lock(ctx context.Context, key string, wait time.Duration) (unlock func(), err error) {
 	k.mu.Lock()
 	if k.locks == nil {
 		k.locks = make(map[string]*keyedEntry)
 	}
 	e := k.locks[key]
 	if e == nil {
-		e = &keyedEntry{}
+		e = &keyedEntry{held: make(chan struct{}, 1)}
 		k.locks[key] = e
 	}
 	e.refs++
 	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
+	release := func() {
 		k.mu.Lock()
 		if e.refs--; e.refs == 0 {
 			delete(k.locks, key)
 		}
 		k.mu.Unlock()
+	}
+	unlock = func() {
+		<-e.held
+		release()
+	}
+	select {
+	case e.held <- struct{}{}:
+		return unlock, nil
+	default:
+	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case e.held <- struct{}{}:
+		return unlock, nil
+	case <-ctx.Done():
+		release()
+		return nil, fmt.Errorf("%w: %w", ErrUploadBusy, context.Cause(ctx))
+	case <-timeout:
+		release()
+		return nil, fmt.Errorf("%w: still in use after %v", ErrUploadBusy, wait)
 	}
 }

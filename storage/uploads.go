@@ -50,11 +50,15 @@ func (s *Store) StartUpload(ctx context.Context, name string) (string, error) {
 	return id, nil
 }
 
-// UploadSize returns how many bytes upload id holds.
+// UploadSize returns how many bytes upload id holds. It waits for a call
+// that is appending to the session (see Options.UploadWait), so the size it
+// reports is where the next chunk must start, not a moment of an append.
 func (s *Store) UploadSize(ctx context.Context, name, id string) (int64, error) {
-	if err := s.checkUpload(ctx, name, id); err != nil {
+	unlock, err := s.lockUpload(ctx, name, id)
+	if err != nil {
 		return 0, err
 	}
+	defer unlock()
 	fi, err := s.d.Stat(ctx, uploadDataPath(name, id))
 	if errors.Is(err, driver.ErrNotFound) {
 		return 0, nil
@@ -68,10 +72,10 @@ func (s *Store) UploadSize(ctx context.Context, name, id string) (int64, error) 
 // If r fails midway, the bytes received so far stay: the upload's size tells
 // the client where to resume.
 func (s *Store) AppendUpload(ctx context.Context, name, id string, start int64, r io.Reader) (int64, error) {
-	if err := s.checkUpload(ctx, name, id); err != nil {
+	unlock, err := s.lockUpload(ctx, name, id)
+	if err != nil {
 		return 0, err
 	}
-	unlock := s.locks.lock(name + "\x00" + id)
 	defer unlock()
 	size, _, err := s.appendLocked(ctx, name, id, start, r, false)
 	return size, err
@@ -82,10 +86,10 @@ func (s *Store) AppendUpload(ctx context.Context, name, id string, start int64, 
 // into repository name and ends the session. On a digest mismatch the
 // session stays, unchanged but for the appended chunk.
 func (s *Store) CompleteUpload(ctx context.Context, name, id string, start int64, r io.Reader, dg digest.Digest) (int64, error) {
-	if err := s.checkUpload(ctx, name, id); err != nil {
+	unlock, err := s.lockUpload(ctx, name, id)
+	if err != nil {
 		return 0, err
 	}
-	unlock := s.locks.lock(name + "\x00" + id)
 	defer unlock()
 	if r == nil {
 		r = eofReader{}
@@ -132,27 +136,40 @@ func (s *Store) PutBlob(ctx context.Context, name string, dg digest.Digest, r io
 
 // CancelUpload ends upload id and discards what it received.
 func (s *Store) CancelUpload(ctx context.Context, name, id string) error {
-	if err := s.checkUpload(ctx, name, id); err != nil {
+	unlock, err := s.lockUpload(ctx, name, id)
+	if err != nil {
 		return err
 	}
-	unlock := s.locks.lock(name + "\x00" + id)
 	defer unlock()
 	s.states.drop(name, id)
 	return notFound(s.d.Delete(ctx, uploadPath(name, id)), ErrUploadUnknown)
 }
 
-func (s *Store) checkUpload(ctx context.Context, name, id string) error {
+// lockUpload locks upload session id of repository name for one call,
+// waiting while another call holds it (see Options.UploadWait; an error
+// wrapping ErrUploadBusy when it waited too long). The session's existence
+// is checked once the lock is held, since the call it waited for may have
+// completed or cancelled it.
+func (s *Store) lockUpload(ctx context.Context, name, id string) (unlock func(), err error) {
 	if err := ValidateName(name); err != nil {
-		return err
+		return nil, err
 	}
 	if err := ValidateUploadID(id); err != nil {
-		return err
+		return nil, err
+	}
+	unlock, err = s.locks.lock(ctx, name+"\x00"+id, s.uploadWait)
+	if err != nil {
+		return nil, err
 	}
 	ok, err := s.exists(ctx, uploadStartedPath(name, id))
 	if err == nil && !ok {
 		err = ErrUploadUnknown
 	}
-	return err
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 // appendLocked does the work of AppendUpload with the session lock held and

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -371,5 +372,78 @@ func TestCrashBetweenSteps(t *testing.T) {
 	}
 	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
 		t.Fatalf("Tags = %v, %v", tags, err)
+	}
+}
+
+// TestUploadBusy: a call on an upload session that another call holds (its
+// body still arriving) waits no longer than Options.UploadWait or its
+// context, then fails with ErrUploadBusy; once the holder ends, waiters go
+// on and see exactly what it stored.
+func TestUploadBusy(t *testing.T) {
+	root := t.TempDir()
+	d, err := filesystem.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	// hold starts an append whose body delivers part, then nothing until
+	// cut is called; done yields the append's error.
+	hold := func(s *Store, id string, part string) (cut func(), done <-chan error) {
+		pr, pw := io.Pipe()
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.AppendUpload(ctx, "a", id, -1, pr)
+			errc <- err
+		}()
+		if _, err := pw.Write([]byte(part)); err != nil { // returns once the holder reads
+			t.Fatal(err)
+		}
+		return func() { pw.CloseWithError(io.ErrUnexpectedEOF) }, errc
+	}
+
+	bounded := NewWithOptions(d, Options{UploadWait: 20 * time.Millisecond})
+	id, err := bounded.StartUpload(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut, done := hold(bounded, id, "abc")
+	if _, err := bounded.UploadSize(ctx, "a", id); !errors.Is(err, ErrUploadBusy) {
+		t.Fatalf("UploadSize of a held session = %v, want ErrUploadBusy", err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := bounded.AppendUpload(gone, "a", id, 0, strings.NewReader("x")); !errors.Is(err, ErrUploadBusy) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("AppendUpload with a cancelled context = %v, want ErrUploadBusy and the cause", err)
+	}
+	cut()
+	if err := <-done; !errors.Is(err, ErrUploadInvalid) {
+		t.Fatalf("holder: %v, want ErrUploadInvalid", err)
+	}
+
+	// Without a bound, waiters wait for the holder, and then see exactly
+	// what it stored.
+	patient := New(d)
+	cut, done = hold(patient, id, "def")
+	sizes := make(chan int64, 1)
+	go func() {
+		size, err := patient.UploadSize(ctx, "a", id)
+		if err != nil {
+			t.Error(err)
+		}
+		sizes <- size
+	}()
+	cut()
+	if err := <-done; !errors.Is(err, ErrUploadInvalid) {
+		t.Fatalf("holder: %v, want ErrUploadInvalid", err)
+	}
+	if size := <-sizes; size != 6 {
+		t.Fatalf("waiter saw size %d, want the 6 bytes that arrived", size)
+	}
+	if _, err := patient.CompleteUpload(ctx, "a", id, 6, strings.NewReader("ghi"), digest.FromString("abcdefghi")); err != nil {
+		t.Fatalf("resume after the cuts: %v", err)
+	}
+	// A call that waited for a session its holder completed finds it gone.
+	if _, err := patient.UploadSize(ctx, "a", id); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("completed session: %v", err)
 	}
 }

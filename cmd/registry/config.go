@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -46,6 +48,11 @@ type Config struct {
 		// DrainTimeout is how long shutdown waits for requests in flight
 		// (default 30s).
 		DrainTimeout time.Duration `yaml:"draintimeout"`
+		// BodyIdleTimeout is Berth's own key (Distribution has none): how
+		// long a request body may deliver no byte before the request is
+		// cut (default 60s; negative: never). A request on an upload that
+		// a stalled one holds waits up to 1¼ of it, then gets 429.
+		BodyIdleTimeout time.Duration `yaml:"bodyidletimeout"`
 		// Debug serves Go's profiler (net/http/pprof) on a separate
 		// listener, as Distribution's http.debug does. Keep it on
 		// loopback: profiles reveal internals.
@@ -146,6 +153,7 @@ func defaultConfig() Config {
 	c.Storage.Delete.Enabled = true
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
+	c.HTTP.BodyIdleTimeout = registry.DefaultBodyIdleTimeout
 	c.HTTP.TLS.PrivateCA.Dir = "certs"
 	c.Auth.Token.JWKSRefresh = 5 * time.Minute
 	c.Auth.Htpasswd.Realm = "Berth registry"
@@ -182,6 +190,9 @@ func (c *Config) validate() error {
 	if tokenOn && (tok.Realm == "" || tok.Service == "" || tok.Issuer == "" || (tok.RootCertBundle == "" && tok.JWKS == "")) {
 		return fmt.Errorf("config: auth.token needs realm, service, issuer, and rootcertbundle or jwks")
 	}
+	if c.HTTP.BodyIdleTimeout == 0 {
+		return fmt.Errorf("config: http.bodyidletimeout is 0: set a duration, or a negative one for no limit")
+	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err
 	}
@@ -208,6 +219,16 @@ func newLogger(c Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// storageOptions maps the configuration onto the store's options: a
+// request on a busy upload session outwaits the body idle timeout by a
+// quarter, so a stalled request holding the session is always cut first.
+func (c *Config) storageOptions() storage.Options {
+	if c.HTTP.BodyIdleTimeout < 0 {
+		return storage.Options{}
+	}
+	return storage.Options{UploadWait: c.HTTP.BodyIdleTimeout + c.HTTP.BodyIdleTimeout/4}
 }
 
 // tlsConfig maps the http.tls section onto tlsutil's Config.

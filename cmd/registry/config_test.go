@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigDefaultsAndUnknownKeys(t *testing.T) {
@@ -160,5 +161,27 @@ func TestHealthcheckNeedsOnlyTheAddress(t *testing.T) {
 	cmd.SetErr(io.Discard)
 	if err := cmd.Execute(); err == nil {
 		t.Fatal("healthcheck of nothing succeeded")
+	}
+}
+
+func TestConfigBodyIdleTimeout(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.BodyIdleTimeout != 60*time.Second || c.storageOptions().UploadWait != 75*time.Second {
+		t.Fatalf("defaults: body idle %v, upload wait %v", c.HTTP.BodyIdleTimeout, c.storageOptions().UploadWait)
+	}
+	t.Setenv("REGISTRY_HTTP_BODYIDLETIMEOUT", "2s")
+	if c, err = loadConfig(""); err != nil || c.HTTP.BodyIdleTimeout != 2*time.Second || c.storageOptions().UploadWait != 2500*time.Millisecond {
+		t.Fatalf("2s: %v, %v", c.HTTP.BodyIdleTimeout, err)
+	}
+	t.Setenv("REGISTRY_HTTP_BODYIDLETIMEOUT", "-1s")
+	if c, err = loadConfig(""); err != nil || c.storageOptions().UploadWait != 0 {
+		t.Fatalf("no limit: %v, %+v", err, c.storageOptions())
+	}
+	t.Setenv("REGISTRY_HTTP_BODYIDLETIMEOUT", "0s")
+	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "http.bodyidletimeout") {
+		t.Fatalf("0 accepted or not named: %v", err)
 	}
 }

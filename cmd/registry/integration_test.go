@@ -316,6 +316,50 @@ func TestPushPullImage(t *testing.T) {
 	checkSameImage(t, img, byDigest)
 }
 
+// TestManifestContentTypesWithClient: what go-containerregistry sends as a
+// manifest's Content-Type (its media type) is accepted for Docker schema 2
+// and OCI manifests, with or without a mediaType field, and served back as
+// that type; a Content-Type that contradicts the manifest is refused.
+func TestManifestContentTypesWithClient(t *testing.T) {
+	srv := startServer(t, t.TempDir())
+	opts := srv.opts(t)
+	repo := srv.repo(t, "team/types")
+	oci := mutate.MediaType(mutate.ConfigMediaType(randomImage(t, 1), types.OCIConfigJSON), types.OCIManifestSchema1)
+	for tag, img := range map[string]v1.Image{"docker": randomImage(t, 1), "oci": oci} {
+		if err := remote.Write(repo.Tag(tag), img, opts...); err != nil {
+			t.Fatalf("%s: %v", tag, err)
+		}
+		want, _ := img.MediaType()
+		if desc, err := remote.Get(repo.Tag(tag), opts...); err != nil || desc.MediaType != want {
+			t.Fatalf("%s: served as %v, %v; want %s", tag, desc, err, want)
+		}
+	}
+	raw, err := oci.RawManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "mediaType")
+	untyped, _ := json.Marshal(m)
+	if err := remote.Put(repo.Tag("untyped"), typedManifest{rawManifest(untyped), types.OCIManifestSchema1}, opts...); err != nil {
+		t.Fatalf("OCI manifest without mediaType: %v", err)
+	}
+	if desc, err := remote.Get(repo.Tag("untyped"), opts...); err != nil || desc.MediaType != types.OCIManifestSchema1 {
+		t.Fatalf("untyped manifest served as %v, %v", desc, err)
+	}
+	for _, mt := range []types.MediaType{"text/plain", types.DockerManifestSchema2, types.OCIImageIndex} {
+		err := remote.Put(repo.Tag("refused"), typedManifest{rawManifest(untyped), mt}, opts...)
+		var terr *transport.Error
+		if !errors.As(err, &terr) || terr.StatusCode != http.StatusBadRequest || len(terr.Errors) != 1 || terr.Errors[0].Code != transport.ManifestInvalidErrorCode {
+			t.Errorf("sent as %s: %v, want 400 MANIFEST_INVALID", mt, err)
+		}
+	}
+	checkNotFound(t, repo.Tag("refused"), opts...)
+}
+
 func TestPushPullIndex(t *testing.T) {
 	srv := startServer(t, t.TempDir())
 	opts := srv.opts(t)

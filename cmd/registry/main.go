@@ -138,10 +138,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	handler := registry.New(registry.Config{
-		Store:         storage.New(drv),
-		Logger:        apiLog,
-		Authorizer:    authz,
-		DeleteEnabled: cfg.Storage.Delete.Enabled,
+		Store:           storage.NewWithOptions(drv, cfg.storageOptions()),
+		Logger:          apiLog,
+		Authorizer:      authz,
+		DeleteEnabled:   cfg.Storage.Delete.Enabled,
+		BodyIdleTimeout: cfg.HTTP.BodyIdleTimeout,
 	})
 	srv := &http.Server{
 		Handler:           handler,
