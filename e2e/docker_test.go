@@ -122,7 +122,7 @@ func TestDocker(t *testing.T) {
 		t.Cleanup(func() { d.run("", "rmi", "-f", b.image) })
 		d.must("build", "--pull=false", "-f", filepath.Join(root, b.dockerfile), "--target", "prebuilt", "-t", b.image, buildCtx)
 		cfg := d.must("image", "inspect", "-f", "{{.Config.User}} {{json .Config.ExposedPorts}} {{json .Config.Healthcheck.Test}} {{json .Config.Volumes}}", b.image)
-		for _, want := range []string{"65532:65532 ", `"` + b.port + `"`, `["CMD","` + b.bin + `","healthcheck"]`, b.volumes} {
+		for _, want := range []string{"65532:65532 ", `"` + b.port + `"`, `["CMD","/usr/local/bin/` + b.bin + `","healthcheck"]`, b.volumes} {
 			if !strings.Contains(cfg, want) {
 				t.Fatalf("%s: config %s lacks %s", b.image, cfg, want)
 			}
