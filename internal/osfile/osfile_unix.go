@@ -65,3 +65,6 @@ func Lock(name string) (unlock func(), err error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// RemoveAll removes path and everything below it, like os.RemoveAll.
+func RemoveAll(path string) error { return os.RemoveAll(path) }

@@ -120,14 +120,20 @@ func Rename(oldpath, newpath string) error {
 	return nil
 }
 
-// legacyRenameWait bounds how long renameLegacy waits for readers of the
-// target to close it.
-const legacyRenameWait = 2 * time.Second
+// legacyWait bounds how long a rename or a removal waits for readers to
+// close what it replaces or removes, where Windows has no POSIX semantics.
+const legacyWait = 2 * time.Second
 
 func renameLegacy(oldpath, newpath string) error {
-	deadline := time.Now().Add(legacyRenameWait)
+	return whileInUse(func() error { return os.Rename(oldpath, newpath) })
+}
+
+// whileInUse runs op until it no longer fails because a file is open, for
+// legacyWait at most.
+func whileInUse(op func() error) error {
+	deadline := time.Now().Add(legacyWait)
 	for wait := 100 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
-		err := os.Rename(oldpath, newpath)
+		err := op()
 		if err == nil || !isInUse(err) || time.Now().After(deadline) {
 			return err
 		}
@@ -136,9 +142,21 @@ func renameLegacy(oldpath, newpath string) error {
 }
 
 // isInUse reports whether err is Windows' answer to touching a file that
-// another handle has open.
+// another handle has open: the file itself, or a directory that still
+// holds a file whose deletion waits for its last handle to close.
 func isInUse(err error) bool {
-	return errors.Is(err, windows.ERROR_ACCESS_DENIED) || errors.Is(err, windows.ERROR_SHARING_VIOLATION)
+	return errors.Is(err, windows.ERROR_ACCESS_DENIED) || errors.Is(err, windows.ERROR_SHARING_VIOLATION) ||
+		errors.Is(err, windows.ERROR_DIR_NOT_EMPTY)
+}
+
+// RemoveAll removes path and everything below it, like os.RemoveAll,
+// which on Windows deletes with POSIX semantics: a file that is open
+// (with FILE_SHARE_DELETE) goes at once. Where Windows has no POSIX
+// deletion, a file open elsewhere stays until its last handle closes, and
+// so does its directory; RemoveAll then retries for a bounded time, like
+// Rename.
+func RemoveAll(path string) error {
+	return whileInUse(func() error { return os.RemoveAll(path) })
 }
 
 var errNoPosixRename = errors.New("no POSIX rename here")

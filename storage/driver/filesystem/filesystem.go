@@ -315,7 +315,7 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 		return wrap("delete", p, err)
 	}
 	defer done()
-	return wrap("delete", p, os.RemoveAll(full))
+	return wrap("delete", p, osfile.RemoveAll(full))
 }
 
 // syncDir makes a directory's entries durable (nothing to do on Windows,

@@ -515,7 +515,7 @@ func (j *journal) apply(r record) error {
 		}
 		return nil
 	case opDelete:
-		return os.RemoveAll(full)
+		return osfile.RemoveAll(full)
 	}
 	return fmt.Errorf("journal record of unknown kind %q", r.op)
 }
