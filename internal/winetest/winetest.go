@@ -110,11 +110,9 @@ func setup() (*Wine, error) {
 	if err != nil {
 		return nil, err
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			return nil, errors.New("winetest: no go command to build with")
-		}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return nil, errors.New("winetest: no go command to build with")
 	}
 	prefix, err := os.MkdirTemp("", "berth-wine-")
 	if err != nil {
