@@ -31,18 +31,7 @@ const kills = 21
 func TestKillRestartLoopUnderWine(t *testing.T) {
 	w := winetest.Need(t)
 	s := newSite(t, w)
-	s.write(t, "config/registry.yml", fmt.Sprintf(`version: 0.1
-storage:
-  filesystem:
-    rootdirectory: data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:%d
-  tls:
-    certificate: certs/registry.crt
-    key: certs/registry.key
-`, s.registryPort))
+	s.writeRegistryConfig(t, "")
 
 	var mu sync.Mutex
 	acked := map[string]v1.Hash{}

@@ -78,6 +78,24 @@ func (s *site) write(t *testing.T, rel, content string) {
 	}
 }
 
+// writeRegistryConfig writes config/registry.yml: storage in data with
+// deletes allowed, TLS on the site's port, then extra (an auth section).
+func (s *site) writeRegistryConfig(t *testing.T, extra string) {
+	t.Helper()
+	s.write(t, "config/registry.yml", fmt.Sprintf(`version: 0.1
+storage:
+  filesystem:
+    rootdirectory: data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:%d
+  tls:
+    certificate: certs/registry.crt
+    key: certs/registry.key
+`, s.registryPort)+extra)
+}
+
 // tool runs one of the Windows programs to completion, in the site's
 // directory, and returns its output.
 func (s *site) tool(t *testing.T, stdin, exe string, args ...string) string {

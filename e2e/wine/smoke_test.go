@@ -50,24 +50,13 @@ acl:
   - match: {account: alice}
     actions: ["*"]
 `, s.authPort))
-	s.write(t, "config/registry.yml", fmt.Sprintf(`version: 0.1
-storage:
-  filesystem:
-    rootdirectory: data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:%d
-  tls:
-    certificate: certs/registry.crt
-    key: certs/registry.key
-auth:
+	s.writeRegistryConfig(t, fmt.Sprintf(`auth:
   token:
     realm: https://localhost:%d/token
     service: berth
     issuer: berth-auth
     rootcertbundle: certs/token.crt
-`, s.registryPort, s.authPort))
+`, s.authPort))
 
 	s.start(t, "authserver.exe", "config/authserver.yml", answers(fmt.Sprintf("https://localhost:%d/healthz", s.authPort), http.StatusOK))
 	reg := s.startRegistry(t, "config/registry.yml", http.StatusUnauthorized)
