@@ -188,9 +188,19 @@ func writeOverlay(ctx context.Context, goBin, dir string) (string, error) {
 }
 
 // Env is the environment Wine programs run in: this prefix, no debug
-// output, no prompts to install Mono or Gecko.
+// output, no prompts to install Mono or Gecko. CI and
+// BERTH_DISTRIBUTION_BIN are left out: they make tests insist on Linux
+// programs (Apache's htpasswd, Pebble, CNCF Distribution) that a Windows
+// program cannot start, so those tests skip under Wine, saying so; their
+// Linux runs are the ones that must not skip.
 func (w *Wine) Env() []string {
-	return append(os.Environ(), "WINEPREFIX="+w.prefix, "WINEDEBUG=-all", "WINEDLLOVERRIDES=mscoree,mshtml=")
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, "BERTH_DISTRIBUTION_BIN=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "WINEPREFIX="+w.prefix, "WINEDEBUG=-all", "WINEDLLOVERRIDES=mscoree,mshtml=")
 }
 
 // Go runs the go command in dir for windows/amd64 with the Wine overlay:
