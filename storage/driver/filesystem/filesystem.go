@@ -20,8 +20,13 @@ import (
 	"github.com/berth-registry/berth/storage/driver"
 )
 
-// tempPrefix marks files being written by PutContent. List never returns
-// them, so a crash between create and rename leaves nothing visible.
+// tempPrefix marks temporary files. PutContent writes its files in one
+// directory, <root>/.journal/tmp, and renames them from there (the same
+// filesystem), so cleaning up after a crash lists one directory instead of
+// walking the whole tree. List never returns files with this prefix, so
+// those an older version left beside their targets stay invisible; they
+// are not searched for, since that walk costs as much as the registry is
+// large.
 const tempPrefix = ".tmp-"
 
 // Driver stores files under a root directory. Create it with New and
@@ -46,6 +51,10 @@ var (
 // probeInterval is how often, while writes fail, the driver tries to
 // write on its own (see probe); a variable for tests.
 var probeInterval = 2 * time.Second
+
+// cleanInterval is how often the driver removes leftovers of crashed
+// processes (see journal.clean); a variable for tests.
+var cleanInterval = 10 * time.Minute
 
 // New returns a driver rooted at dir, creating dir if needed. It first
 // replays what a crashed process left in dir's journal (see journal.go).
@@ -84,10 +93,12 @@ func (d *Driver) Close() error {
 }
 
 // maintain runs in the background until Close: while writes fail it
-// probes whether they work again.
+// probes whether they work again, and every cleanInterval it removes
+// leftovers (see journal.clean).
 func (d *Driver) maintain() {
 	defer close(d.done)
-	t := time.NewTicker(probeInterval)
+	t := time.NewTicker(min(probeInterval, cleanInterval))
+	lastClean := time.Now()
 	defer t.Stop()
 	for {
 		select {
@@ -97,6 +108,10 @@ func (d *Driver) maintain() {
 		}
 		if d.Writable() != nil {
 			d.probe()
+		}
+		if time.Since(lastClean) >= cleanInterval {
+			d.journal.clean()
+			lastClean = time.Now()
 		}
 	}
 }
@@ -145,7 +160,7 @@ func (d *Driver) probe() {
 
 // probeWrite writes and syncs a file of 64 KiB in dir, then removes it.
 func probeWrite(dir string) error {
-	f, err := os.CreateTemp(dir, tempPrefix+"probe-*")
+	f, err := os.CreateTemp(filepath.Join(dir, journalTempDir), tempPrefix+"probe-*")
 	if err != nil {
 		return err
 	}
@@ -210,7 +225,7 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 }
 
 func (d *Driver) putContent(full, p string, content []byte) error {
-	tmp, err := writeTemp(full, content)
+	tmp, err := writeTemp(d.journal.tmp, full, content)
 	if err != nil {
 		return wrap("put", p, err)
 	}
@@ -226,14 +241,14 @@ func (d *Driver) putContent(full, p string, content []byte) error {
 	return nil
 }
 
-// writeTemp writes content to a new temp file in the directory of full,
-// creating the directory if needed, and returns the temp file's name.
-func writeTemp(full string, content []byte) (string, error) {
-	dir := filepath.Dir(full)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// writeTemp writes content to a new temp file in tmpDir, creates the
+// directory of full (where the file is renamed to) if needed, and returns
+// the temp file's name.
+func writeTemp(tmpDir, full string, content []byte) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
+	tmp, err := os.CreateTemp(tmpDir, tempPrefix+"*")
 	if err != nil {
 		return "", err
 	}

@@ -49,12 +49,16 @@ import (
 // order after a crash) and is retried at the next rotation, settle, Close
 // or by the driver's probe.
 //
+//	<root>/.journal/tmp/.tmp-*             PutContent's files before their
+//	                                        rename; older than tempMaxAge:
+//	                                        a crashed write's, removed
 //	<root>/.journal/<opened>-<seq>-<pid>   one file per generation, locked by
 //	                                        the process writing it; <opened>
 //	                                        is when that process opened the
 //	                                        journal, in hex nanoseconds
 const (
 	journalDir       = ".journal"
+	journalTempDir   = "tmp"
 	journalMagic     = "berth-journal-1\n"
 	maxJournalRecord = 64 << 20
 )
@@ -88,6 +92,7 @@ var (
 type journal struct {
 	root   string // the driver's root; paths in records are driver paths
 	dir    string // <root>/.journal
+	tmp    string // <root>/.journal/tmp, PutContent's temp files
 	seed   maphash.Seed
 	opened int64 // UnixNano, the first part of this journal's file names
 
@@ -133,13 +138,15 @@ type generation struct {
 
 func openJournal(root string) (*journal, error) {
 	j := &journal{root: root, dir: filepath.Join(root, journalDir), seed: maphash.MakeSeed(), opened: time.Now().UnixNano()}
+	j.tmp = filepath.Join(j.dir, journalTempDir)
 	j.cond.L = &j.mu
-	if err := os.MkdirAll(j.dir, 0o755); err != nil {
+	if err := os.MkdirAll(j.tmp, 0o755); err != nil {
 		return nil, err
 	}
 	if err := j.recover(); err != nil {
 		return nil, fmt.Errorf("filesystem driver: replaying the journal in %s: %w", j.dir, err)
 	}
+	j.removeOldTemps()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if _, err := j.currentLocked(); err != nil {
@@ -600,7 +607,7 @@ func (j *journal) apply(r record) error {
 	full := filepath.Join(j.root, filepath.FromSlash(r.path))
 	switch r.op {
 	case opPut:
-		tmp, err := writeTemp(full, r.content)
+		tmp, err := writeTemp(j.tmp, full, r.content)
 		if err != nil {
 			return err
 		}
@@ -613,4 +620,90 @@ func (j *journal) apply(r record) error {
 		return os.RemoveAll(full)
 	}
 	return fmt.Errorf("journal record of unknown kind %q", r.op)
+}
+
+// tempMaxAge is the age past which a temp file belongs to no write in
+// progress: PutContent holds its file for the time of one journal commit
+// (milliseconds), and nothing else writes there. A variable for tests.
+var tempMaxAge = 10 * time.Minute
+
+// deadJournalMinAge is the age below which an unlocked journal file is
+// left alone at run time: a process creates its file and locks it a moment
+// later, and must not lose it in between. A variable for tests.
+var deadJournalMinAge = time.Minute
+
+// removeOldTemps removes temp files older than tempMaxAge: those of
+// writes that a crash or a failure interrupted. Errors are ignored: the
+// next pass tries again.
+func (j *journal) removeOldTemps() {
+	entries, err := os.ReadDir(j.tmp)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && !e.IsDir() && now.Sub(info.ModTime()) > tempMaxAge {
+			_ = os.Remove(filepath.Join(j.tmp, e.Name()))
+		}
+	}
+}
+
+// clean is the periodic pass: it removes old temp files, retries failed
+// checkpoints, and finishes the journals of processes that died while this
+// one runs. Such a journal must not be replayed now: this process may have
+// written the same paths since, and replay would revert them. It need not
+// be either: every record of it whose change was applied was applied
+// before its process died, so the change is in this machine's page cache
+// and needs only to be made durable (syncAll); a record whose change was
+// never applied belongs to a write that was never acknowledged. (A crash
+// of the machine leaves journals for the next start, which replays them
+// all before serving.) A file is taken only when its lock can be taken,
+// and only once it is older than deadJournalMinAge (see there); it stays
+// locked until it is removed.
+func (j *journal) clean() {
+	j.removeOldTemps()
+	if j.checkpointErr() != nil {
+		_ = j.checkpointRetired()
+	}
+	entries, err := os.ReadDir(j.dir)
+	if err != nil {
+		return
+	}
+	own := fmt.Sprintf("%016x-", j.opened)
+	now := time.Now()
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, tempPrefix) || strings.HasPrefix(name, own) {
+			continue
+		}
+		if info, err := e.Info(); err != nil || now.Sub(info.ModTime()) < deadJournalMinAge {
+			continue
+		}
+		j.finishDead(filepath.Join(j.dir, name))
+	}
+}
+
+// finishDead makes the applied changes of a dead process's journal file
+// durable and removes the file, when no live process holds it.
+func (j *journal) finishDead(name string) {
+	f, err := osfile.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if lockFile(f) != nil {
+		return // a live process writes it
+	}
+	var paths []string
+	if !syncfsAvailable {
+		for _, r := range readRecords(f) {
+			paths = append(paths, r.path)
+		}
+	}
+	if syncAll(j.root, paths) != nil {
+		return
+	}
+	if os.Remove(name) == nil {
+		_ = syncDir(j.dir)
+	}
 }
