@@ -27,6 +27,10 @@ var (
 	errPaginationInvalid = errors.New("invalid number of results requested")
 )
 
+// retryAfterStorage is the Retry-After, in seconds, of an answer that
+// storage cannot take writes (a full disk): space is rarely freed faster.
+const retryAfterStorage = 30
+
 // apiError is one entry of the OCI error body.
 type apiError struct {
 	Code    string `json:"code"`
@@ -84,6 +88,8 @@ func classify(err error) (int, apiError) {
 		return 404, apiError{Code: "BLOB_UNKNOWN", Message: storage.ErrBlobUnknown.Error()}
 	case errors.Is(err, storage.ErrUploadBusy):
 		return 429, apiError{Code: "TOOMANYREQUESTS", Message: "another request on this upload is still in progress: retry"}
+	case errors.Is(err, storage.ErrStorageFull):
+		return 503, apiError{Code: "UNAVAILABLE", Message: "storage is full: nothing was written, retry later"}
 	case errors.Is(err, storage.ErrUploadUnknown):
 		return 404, apiError{Code: "BLOB_UPLOAD_UNKNOWN", Message: storage.ErrUploadUnknown.Error()}
 	case errors.Is(err, storage.ErrManifestUnknown):
@@ -122,6 +128,9 @@ func writeError(w http.ResponseWriter, err error) int {
 	h := w.Header()
 	if status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
 		h.Set("Retry-After", "1") // as the spec asks of a 429
+	}
+	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		h.Set("Retry-After", strconv.Itoa(retryAfterStorage))
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))

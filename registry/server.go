@@ -1,10 +1,12 @@
 package registry
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -75,9 +77,29 @@ func New(cfg Config) *Handler {
 	// Liveness for container health checks and load balancers: no
 	// authentication, no storage access.
 	e.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	// Readiness: 503 while storage writes fail (pulls may still work, so
+	// liveness stays 200), for load balancers to send pushes elsewhere.
+	e.GET("/readyz", h.ready)
 	e.NoRoute(func(c *gin.Context) { h.fail(c, errRouteUnknown) })
 	h.engine = e
 	return h
+}
+
+// ready answers 200 while the store is writable, else 503 with a short
+// reason; the cause goes to the log, not to the (unauthenticated) client.
+func (h *Handler) ready(c *gin.Context) {
+	err := h.store.Writable()
+	if err == nil {
+		c.String(http.StatusOK, "ok")
+		return
+	}
+	reason := "storage writes are failing"
+	if errors.Is(err, storage.ErrStorageFull) {
+		reason = "storage is full"
+	}
+	h.log.Warn("not ready", "reason", reason, "err", err)
+	c.Header("Retry-After", strconv.Itoa(retryAfterStorage))
+	c.String(http.StatusServiceUnavailable, "not ready: "+reason)
 }
 
 // ServeHTTP implements http.Handler.

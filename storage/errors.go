@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/driver"
 )
 
 // Sentinel errors of the content model. The registry maps each to one OCI
@@ -23,6 +25,10 @@ var (
 	// ErrUploadBusy: another request holds the upload session for longer
 	// than this one may wait; the client may retry.
 	ErrUploadBusy = errors.New("blob upload busy with another request")
+	// ErrStorageFull: a write failed because the store has no space left;
+	// nothing was changed, and the client may retry once space is freed.
+	// It is the driver's sentinel, so driver errors match it as they are.
+	ErrStorageFull = driver.ErrStorageFull
 )
 
 // DigestMismatchError says that content did not hash to the digest given for it.

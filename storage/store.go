@@ -55,6 +55,16 @@ func NewWithOptions(d driver.Driver, opts Options) *Store {
 	return &Store{d: d, uploadWait: opts.UploadWait}
 }
 
+// Writable returns nil when the store's writes work, as far as the driver
+// can tell (see driver.Writability), and otherwise why they fail. Drivers
+// that cannot tell are always writable. Reads may work while it fails.
+func (s *Store) Writable() error {
+	if w, ok := s.d.(driver.Writability); ok {
+		return w.Writable()
+	}
+	return nil
+}
+
 // readLink reads a link file and parses the digest in it.
 func (s *Store) readLink(ctx context.Context, p string) (digest.Digest, error) {
 	b, err := s.d.GetContent(ctx, p)

@@ -73,6 +73,19 @@ var ErrNotFound = errors.New("path not found")
 // absolute and clean.
 var ErrInvalidPath = errors.New("invalid path")
 
+// ErrStorageFull is returned (wrapped, beside the store's own error) when
+// a write fails because the store has no space left (a full disk, a quota).
+// The write changed nothing; it may succeed once space is freed.
+var ErrStorageFull = errors.New("storage is full")
+
+// Writability is implemented by drivers that can tell whether writes
+// currently succeed. Writable returns nil unless the last write failed
+// for a reason of the store's own (a full disk, an I/O error) and no write
+// has succeeded since; reads may still work while it fails.
+type Writability interface {
+	Writable() error
+}
+
 // PathError records the path an operation failed on.
 type PathError struct {
 	Op   string

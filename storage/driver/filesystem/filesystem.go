@@ -6,19 +6,27 @@ package filesystem
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/storage/driver"
 )
 
-// tempPrefix marks files being written by PutContent. List never returns
-// them, so a crash between create and rename leaves nothing visible.
+// tempPrefix marks temporary files. PutContent writes its files in one
+// directory, <root>/.journal/tmp, and renames them from there (the same
+// filesystem), so cleaning up after a crash lists one directory instead of
+// walking the whole tree. List never returns files with this prefix, so
+// those an older version left beside their targets stay invisible; they
+// are not searched for, since that walk costs as much as the registry is
+// large.
 const tempPrefix = ".tmp-"
 
 // Driver stores files under a root directory. Create it with New and
@@ -27,9 +35,26 @@ const tempPrefix = ".tmp-"
 type Driver struct {
 	root    string
 	journal *journal
+
+	mu       sync.Mutex
+	writeErr error // the last write's failure; nil once a write succeeded
+
+	stop chan struct{} // closed by Close: the maintenance goroutine ends
+	done chan struct{} // closed when it has ended
 }
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver      = (*Driver)(nil)
+	_ driver.Writability = (*Driver)(nil)
+)
+
+// probeInterval is how often, while writes fail, the driver tries to
+// write on its own (see probe); a variable for tests.
+var probeInterval = 2 * time.Second
+
+// cleanInterval is how often the driver removes leftovers of crashed
+// processes (see journal.clean); a variable for tests.
+var cleanInterval = 10 * time.Minute
 
 // New returns a driver rooted at dir, creating dir if needed. It first
 // replays what a crashed process left in dir's journal (see journal.go).
@@ -48,12 +73,107 @@ func New(dir string) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Driver{root: abs, journal: j}, nil
+	d := &Driver{root: abs, journal: j, stop: make(chan struct{}), done: make(chan struct{})}
+	go d.maintain()
+	return d, nil
 }
 
 // Close makes every journaled write durable in place and removes the
 // journal. Writes after Close fail; reads go on working.
-func (d *Driver) Close() error { return d.journal.close() }
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	d.mu.Unlock()
+	<-d.done
+	return d.journal.close()
+}
+
+// maintain runs in the background until Close: while writes fail it
+// probes whether they work again, and every cleanInterval it removes
+// leftovers (see journal.clean).
+func (d *Driver) maintain() {
+	defer close(d.done)
+	t := time.NewTicker(min(probeInterval, cleanInterval))
+	lastClean := time.Now()
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		if d.Writable() != nil {
+			d.probe()
+		}
+		if time.Since(lastClean) >= cleanInterval {
+			d.journal.clean()
+			lastClean = time.Now()
+		}
+	}
+}
+
+// Writable implements driver.Writability: it returns the failure of the
+// last write when no write has succeeded since, or the failure of the
+// last journal checkpoint when none has succeeded since. Writes that fail
+// for the caller's reasons (a path not found, an invalid path) do not
+// count.
+func (d *Driver) Writable() error {
+	d.mu.Lock()
+	err := d.writeErr
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return d.journal.checkpointErr()
+}
+
+// noteWrite records the outcome of a write for Writable.
+func (d *Driver) noteWrite(err error) {
+	if errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrInvalidPath) || errors.Is(err, errJournalClosed) {
+		return
+	}
+	d.mu.Lock()
+	d.writeErr = err
+	d.mu.Unlock()
+}
+
+// probe tries, while writes fail, whether they work again, so that a
+// registry that readiness took out of service (and so gets no writes)
+// comes back once the cause is gone: it makes a journal generation if
+// there is none, retries the checkpoints that failed, and writes and
+// syncs a small file in the journal directory. Success clears the error
+// Writable reports.
+func (d *Driver) probe() {
+	err := d.journal.ensureCurrent()
+	if err == nil {
+		err = d.journal.checkpointRetired()
+	}
+	if err == nil {
+		err = probeWrite(d.journal.dir)
+	}
+	d.noteWrite(wrap("probe", "/"+journalDir, err))
+}
+
+// probeWrite writes and syncs a file of 64 KiB in dir, then removes it.
+func probeWrite(dir string) error {
+	f, err := os.CreateTemp(filepath.Join(dir, journalTempDir), tempPrefix+"probe-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, 64<<10))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // Root is the directory the driver stores files under.
 func (d *Driver) Root() string { return d.root }
@@ -75,6 +195,8 @@ func wrap(op, p string, err error) error {
 	}
 	if errors.Is(err, fs.ErrNotExist) {
 		err = driver.ErrNotFound
+	} else if isNoSpace(err) && !errors.Is(err, driver.ErrStorageFull) {
+		err = fmt.Errorf("%w: %w", driver.ErrStorageFull, err)
 	}
 	return &driver.PathError{Op: op, Path: p, Err: err}
 }
@@ -97,7 +219,13 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	if err != nil {
 		return err
 	}
-	tmp, err := writeTemp(full, content)
+	err = d.putContent(full, p, content)
+	d.noteWrite(err)
+	return err
+}
+
+func (d *Driver) putContent(full, p string, content []byte) error {
+	tmp, err := writeTemp(d.journal.tmp, full, content)
 	if err != nil {
 		return wrap("put", p, err)
 	}
@@ -113,14 +241,14 @@ func (d *Driver) PutContent(ctx context.Context, p string, content []byte) error
 	return nil
 }
 
-// writeTemp writes content to a new temp file in the directory of full,
-// creating the directory if needed, and returns the temp file's name.
-func writeTemp(full string, content []byte) (string, error) {
-	dir := filepath.Dir(full)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// writeTemp writes content to a new temp file in tmpDir, creates the
+// directory of full (where the file is renamed to) if needed, and returns
+// the temp file's name.
+func writeTemp(tmpDir, full string, content []byte) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix+"*")
+	tmp, err := os.CreateTemp(tmpDir, tempPrefix+"*")
 	if err != nil {
 		return "", err
 	}
@@ -157,6 +285,15 @@ func (d *Driver) Reader(ctx context.Context, p string, offset int64) (io.ReadClo
 
 // Writer implements driver.Driver.
 func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.FileWriter, error) {
+	w, err := d.writer(p, append)
+	if err != nil {
+		d.noteWrite(err)
+		return nil, err
+	}
+	return w, nil
+}
+
+func (d *Driver) writer(p string, append bool) (driver.FileWriter, error) {
 	full, err := d.full("write", p)
 	if err != nil {
 		return nil, err
@@ -182,10 +319,11 @@ func (d *Driver) Writer(ctx context.Context, p string, append bool) (driver.File
 		f.Close()
 		return nil, wrap("write", p, err)
 	}
-	return &fileWriter{f: f, path: p, size: st.Size(), flushed: st.Size()}, nil
+	return &fileWriter{d: d, f: f, path: p, size: st.Size(), flushed: st.Size()}, nil
 }
 
 type fileWriter struct {
+	d         *Driver
 	f         *os.File
 	path      string
 	size      int64
@@ -207,12 +345,22 @@ func (w *fileWriter) Write(b []byte) (int, error) {
 		startWriteback(w.f, w.flushed, w.size-w.flushed)
 		w.flushed = w.size
 	}
-	return n, wrap("write", w.path, err)
+	if err != nil {
+		err = wrap("write", w.path, err)
+		w.d.noteWrite(err)
+	}
+	return n, err
 }
 
 func (w *fileWriter) Size() int64 { return w.size }
 
 func (w *fileWriter) Commit(ctx context.Context) error {
+	err := w.commit()
+	w.d.noteWrite(err)
+	return err
+}
+
+func (w *fileWriter) commit() error {
 	if err := w.f.Sync(); err != nil {
 		return wrap("commit", w.path, err)
 	}
@@ -274,6 +422,12 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 // Move implements driver.Driver with a rename followed by an fsync of the
 // destination directory (moves are not journaled: they carry blobs).
 func (d *Driver) Move(ctx context.Context, src, dst string) error {
+	err := d.move(src, dst)
+	d.noteWrite(err)
+	return err
+}
+
+func (d *Driver) move(src, dst string) error {
 	fsrc, err := d.full("move", src)
 	if err != nil {
 		return err
@@ -300,6 +454,12 @@ func (d *Driver) Move(ctx context.Context, src, dst string) error {
 
 // Delete implements driver.Driver; the removal is journaled.
 func (d *Driver) Delete(ctx context.Context, p string) error {
+	err := d.delete(p)
+	d.noteWrite(err)
+	return err
+}
+
+func (d *Driver) delete(p string) error {
 	full, err := d.full("delete", p)
 	if err != nil {
 		return err

@@ -41,12 +41,24 @@ import (
 // that a live generation journaled: replaying that generation later would
 // otherwise undo the newer write.
 //
+// Faults do not stop the journal. A failed write or fdatasync fails the
+// commits of that batch only, retires the generation (see commit) and the
+// next commit starts a fresh one; a generation that is full and cannot be
+// replaced fails commits with the cause instead of growing. A failed
+// checkpoint leaves its generation, and every newer one, live (replayed in
+// order after a crash) and is retried at the next rotation, settle, Close
+// or by the driver's probe.
+//
+//	<root>/.journal/tmp/.tmp-*             PutContent's files before their
+//	                                        rename; older than tempMaxAge:
+//	                                        a crashed write's, removed
 //	<root>/.journal/<opened>-<seq>-<pid>   one file per generation, locked by
 //	                                        the process writing it; <opened>
 //	                                        is when that process opened the
 //	                                        journal, in hex nanoseconds
 const (
 	journalDir       = ".journal"
+	journalTempDir   = "tmp"
 	journalMagic     = "berth-journal-1\n"
 	maxJournalRecord = 64 << 20
 )
@@ -66,21 +78,40 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // errJournalClosed is returned by writes after Close.
 var errJournalClosed = errors.New("filesystem driver: closed")
 
+// journalWriteAt and journalSync write and flush a batch of records, and
+// journalCreate creates a generation's file; tests replace them to inject
+// faults.
+var (
+	journalWriteAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
+	journalSync    = datasync
+	journalCreate  = func(name string) (*os.File, error) {
+		return osfile.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	}
+)
+
 type journal struct {
 	root   string // the driver's root; paths in records are driver paths
 	dir    string // <root>/.journal
+	tmp    string // <root>/.journal/tmp, PutContent's temp files
 	seed   maphash.Seed
 	opened int64 // UnixNano, the first part of this journal's file names
 
-	mu     sync.Mutex
-	cond   sync.Cond // signalled when a generation's flush ends
-	cur    *generation
-	spare  *generation   // the next generation, prepared ahead; may be nil
-	live   []*generation // not yet checkpointed, oldest first (cur is last)
-	next   int           // sequence of the next generation file
-	err    error         // sticky: after a failed write the journal's state is unknown
-	closed bool
-	bg     sync.WaitGroup // checkpoints and spare preparations running
+	mu        sync.Mutex
+	cond      sync.Cond   // signalled when a generation's flush ends
+	cur       *generation // takes new records; nil when none could be made
+	spare     *generation // the next generation, prepared ahead; may be nil
+	preparing bool        // a spare is being made
+	live      []*generation
+	// live holds the generations not yet checkpointed, oldest first; cur,
+	// when not nil, is last. The others are retired: they take no record.
+	next     int   // sequence of the next generation file
+	usedSeq  int   // sequence of the newest generation made current
+	ckErr    error // the last checkpoint's failure; nil once one succeeds
+	closed   bool
+	closeErr error
+	bg       sync.WaitGroup // checkpoints and spare preparations running
+
+	ckMu sync.Mutex // one checkpoint pass at a time, so they go oldest first
 }
 
 // generation is one journal file and the paths its records touch.
@@ -93,32 +124,34 @@ type generation struct {
 	buf               []byte // records appended but not yet written
 	appended, durable int    // counts of records
 	flushing          bool
+	// failed is set when a flush of records durable+1..failedUpto failed;
+	// the generation then takes no more records and is never flushed again.
+	failed     error
+	failedUpto int
 
 	applying sync.WaitGroup // records committed but not yet applied
-	prev     *generation    // checkpointed before this one; nil for the first
 	// exact holds the hashes of journaled paths, above those of every
 	// directory above them; paths lists them where syncAll needs names.
 	exact, above map[uint64]struct{}
 	paths        []string
-	checkpointed chan struct{}
 }
 
 func openJournal(root string) (*journal, error) {
 	j := &journal{root: root, dir: filepath.Join(root, journalDir), seed: maphash.MakeSeed(), opened: time.Now().UnixNano()}
+	j.tmp = filepath.Join(j.dir, journalTempDir)
 	j.cond.L = &j.mu
-	if err := os.MkdirAll(j.dir, 0o755); err != nil {
+	if err := os.MkdirAll(j.tmp, 0o755); err != nil {
 		return nil, err
 	}
 	if err := j.recover(); err != nil {
 		return nil, fmt.Errorf("filesystem driver: replaying the journal in %s: %w", j.dir, err)
 	}
-	name, seq := j.newGenerationLocked()
-	g, err := j.createGeneration(name, seq)
-	if err != nil {
+	j.removeOldTemps()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if _, err := j.currentLocked(); err != nil {
 		return nil, err
 	}
-	j.cur, j.live = g, []*generation{g}
-	j.bg.Go(j.prepareSpare)
 	return j, nil
 }
 
@@ -133,7 +166,7 @@ func (j *journal) newGenerationLocked() (name string, seq int) {
 
 // createGeneration creates, locks and preallocates a journal file.
 func (j *journal) createGeneration(name string, seq int) (*generation, error) {
-	f, err := osfile.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := journalCreate(name)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +185,6 @@ func (j *journal) createGeneration(name string, seq int) (*generation, error) {
 	return &generation{
 		name: name, seq: seq, f: f, size: int64(len(journalMagic)),
 		exact: map[uint64]struct{}{}, above: map[uint64]struct{}{},
-		checkpointed: make(chan struct{}),
 	}, nil
 }
 
@@ -174,18 +206,52 @@ func preallocate(f *os.File, size int64) error {
 	return f.Sync()
 }
 
+// currentLocked returns the generation that takes the next record. A
+// generation past journalRotateSize is retired first (and checkpointed in
+// the background), and the spare, or a new file, takes its place. When no
+// new file can be made the commit fails with the cause, and the next one
+// tries again: a generation never grows past its preallocated size by
+// more than the records of the commits that filled it.
+func (j *journal) currentLocked() (*generation, error) {
+	if g := j.cur; g != nil && g.size < journalRotateSize {
+		return g, nil
+	}
+	if j.cur != nil {
+		j.cur = nil
+		j.checkpointLaterLocked()
+	}
+	g := j.spare
+	j.spare = nil
+	if g == nil {
+		var err error
+		if g, err = j.createGeneration(j.newGenerationLocked()); err != nil {
+			return nil, fmt.Errorf("filesystem driver: starting a journal file: %w", err)
+		}
+	}
+	j.cur, j.usedSeq = g, g.seq
+	j.live = append(j.live, g)
+	if !j.preparing && !j.closed {
+		j.preparing = true
+		j.bg.Go(j.prepareSpare)
+	}
+	return g, nil
+}
+
 // prepareSpare makes the next generation's file in the background.
 func (j *journal) prepareSpare() {
 	j.mu.Lock()
 	name, seq := j.newGenerationLocked()
 	j.mu.Unlock()
 	g, err := j.createGeneration(name, seq)
-	if err != nil {
-		return // rotateLocked makes one itself
-	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed || j.spare != nil || seq < j.cur.seq {
+	j.preparing = false
+	if err != nil {
+		return // currentLocked makes one itself
+	}
+	// A generation made meanwhile with a higher sequence is in use: this
+	// one would sort before it at replay, so it cannot follow it.
+	if j.closed || j.spare != nil || seq < j.usedSeq {
 		g.f.Close()
 		os.Remove(g.name)
 		return
@@ -193,61 +259,88 @@ func (j *journal) prepareSpare() {
 	j.spare = g
 }
 
+// checkpointLaterLocked checkpoints the retired generations in the
+// background.
+func (j *journal) checkpointLaterLocked() {
+	if !j.closed { // else close checkpoints them
+		j.bg.Go(func() { _ = j.checkpointRetired() })
+	}
+}
+
 // commit appends a record and returns once it is durable. The caller
 // applies the change and then calls the returned done.
+//
+// A failed write or fdatasync fails only the commits whose records were in
+// that batch; nothing else is refused. Their callers apply nothing. What
+// reached the generation's file is then unknown, so the generation is
+// retired: it takes no more records, and it is checkpointed (the changes
+// applied so far made durable, the file removed) so that its failed records
+// are never replayed. Records appended to it after the failed batch was
+// taken were never written; their commits go to the next generation. The
+// only window in which a failed record can still reach the files is a
+// crash before that checkpoint: then a write that was answered with an
+// error may appear, which an error answer allows (and a retry of the same
+// write makes no difference); an acknowledged write is never lost, since
+// its generation is replayed or checkpointed whole.
 func (j *journal) commit(op byte, p string, content []byte) (done func(), err error) {
 	if len(content) > maxJournalRecord {
 		return nil, fmt.Errorf("filesystem driver: %d bytes is more than a journal record holds", len(content))
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed {
-		return nil, errJournalClosed
-	}
-	if j.err != nil {
-		return nil, j.err
-	}
-	g := j.cur
-	g.applying.Add(1)
-	before := len(g.buf)
-	g.buf = appendRecord(g.buf, op, p, content)
-	g.size += int64(len(g.buf) - before)
-	g.appended++
-	me := g.appended
-	j.track(g, p)
+	for {
+		if j.closed {
+			return nil, errJournalClosed
+		}
+		g, err := j.currentLocked()
+		if err != nil {
+			return nil, err
+		}
+		g.applying.Add(1)
+		before := len(g.buf)
+		g.buf = appendRecord(g.buf, op, p, content)
+		g.size += int64(len(g.buf) - before)
+		g.appended++
+		me := g.appended
+		j.track(g, p)
 
-	for g.durable < me && j.err == nil {
-		if g.flushing {
-			j.cond.Wait()
-			continue
+		for g.durable < me && g.failed == nil {
+			if g.flushing {
+				j.cond.Wait()
+				continue
+			}
+			g.flushing = true
+			batch, upto, off := g.buf, g.appended, g.size-int64(len(g.buf))
+			g.buf = nil
+			j.mu.Unlock()
+			_, werr := journalWriteAt(g.f, batch, off)
+			if werr == nil {
+				werr = journalSync(g.f)
+			}
+			j.mu.Lock()
+			g.flushing = false
+			if werr != nil {
+				g.failed = fmt.Errorf("filesystem driver: journal write failed: %w", werr)
+				g.failedUpto = upto
+				g.buf = nil
+				if j.cur == g {
+					j.cur = nil
+					j.checkpointLaterLocked()
+				}
+			} else {
+				g.durable = upto
+			}
+			j.cond.Broadcast()
 		}
-		g.flushing = true
-		batch, upto, off := g.buf, g.appended, g.size-int64(len(g.buf))
-		g.buf = nil
-		j.mu.Unlock()
-		_, werr := g.f.WriteAt(batch, off)
-		if werr == nil {
-			werr = datasync(g.f)
+		if g.durable >= me {
+			return g.applying.Done, nil
 		}
-		j.mu.Lock()
-		g.flushing = false
-		if werr != nil {
-			// What reached the file is unknown after a failed write or
-			// fsync: refuse further writes until a restart replays it.
-			j.err = fmt.Errorf("filesystem driver: journal write failed, restart to recover: %w", werr)
-		} else {
-			g.durable = upto
-		}
-		j.cond.Broadcast()
-	}
-	if g.durable < me {
 		g.applying.Done()
-		return nil, j.err
+		if me <= g.failedUpto {
+			return nil, g.failed
+		}
+		// Appended after the failed batch was taken: never written.
 	}
-	if g == j.cur && g.size >= journalRotateSize && !j.closed {
-		_ = j.rotateLocked() // on failure, the next commit tries again
-	}
-	return g.applying.Done, nil
 }
 
 // track notes that g journals p.
@@ -286,83 +379,89 @@ func (j *journal) conflicts(p string) bool {
 }
 
 // settle is called before a write that bypasses the journal: when a live
-// generation journaled a path it touches, every live generation is
-// checkpointed first.
+// generation journaled a path it touches, the current generation is
+// retired and every live generation is checkpointed first. On failure the
+// write fails; the generations stay live and a later checkpoint retries.
 func (j *journal) settle(paths ...string) error {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
 		return errJournalClosed
 	}
-	conflict := slices.ContainsFunc(paths, j.conflicts)
-	if !conflict {
+	if !slices.ContainsFunc(paths, j.conflicts) {
 		j.mu.Unlock()
 		return nil
 	}
-	last := j.cur
-	if err := j.rotateLocked(); err != nil {
-		j.mu.Unlock()
+	j.cur = nil // the next commit takes the spare or makes a file
+	j.mu.Unlock()
+	if err := j.checkpointRetired(); err != nil {
 		return fmt.Errorf("filesystem driver: checkpointing the journal: %w", err)
 	}
-	j.mu.Unlock()
-	<-last.checkpointed
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.err
-}
-
-// rotateLocked starts a new generation and checkpoints the current one in
-// the background. If the new file cannot be made, the current generation
-// goes on (and is checkpointed at a later rotation).
-func (j *journal) rotateLocked() error {
-	g := j.spare
-	j.spare = nil
-	if g == nil {
-		var err error
-		if g, err = j.createGeneration(j.newGenerationLocked()); err != nil {
-			return err
-		}
-	}
-	old := j.cur
-	g.prev = old
-	j.cur = g
-	j.live = append(j.live, g)
-	j.bg.Go(func() { j.checkpoint(old) })
-	j.bg.Go(j.prepareSpare)
 	return nil
 }
 
-// checkpoint makes every change of g durable where it lives, then removes
-// g's file. g receives no new records. Generations are checkpointed oldest
-// first: replaying an older one after a newer one is gone could undo the
-// newer one's writes.
-func (j *journal) checkpoint(g *generation) {
-	if g.prev != nil {
-		<-g.prev.checkpointed
-	}
-	g.applying.Wait()
+// ensureCurrent makes a current generation if there is none (after a
+// failure), so that a commit finds one ready.
+func (j *journal) ensureCurrent() error {
 	j.mu.Lock()
-	err := j.err
-	j.mu.Unlock()
-	if err == nil {
-		err = syncAll(j.root, g.paths)
+	defer j.mu.Unlock()
+	if j.closed {
+		return errJournalClosed
 	}
-	if err == nil {
-		g.f.Close()
-		err = os.Remove(g.name)
+	_, err := j.currentLocked()
+	return err
+}
+
+// checkpointRetired checkpoints every retired generation, oldest first:
+// it makes every change of the generation durable where it lives, then
+// removes its file. Replaying an older generation after a newer one is
+// gone could undo the newer one's writes, so a failure stops the pass
+// with the older generation and every newer one still live (and still
+// replayed, in order, after a crash); the next rotation, settle, Close or
+// maintenance pass tries again.
+func (j *journal) checkpointRetired() error {
+	j.ckMu.Lock()
+	defer j.ckMu.Unlock()
+	for {
+		j.mu.Lock()
+		var g *generation
+		if len(j.live) > 0 && j.live[0] != j.cur {
+			g = j.live[0]
+		}
+		j.mu.Unlock()
+		if g == nil {
+			return nil
+		}
+		g.applying.Wait() // its last commits have applied their changes
+		err := syncAll(j.root, g.paths)
+		if err == nil {
+			// Removed while still open and locked, so that no process
+			// starting meanwhile can replay it.
+			if err = os.Remove(g.name); errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		}
 		if err == nil {
 			err = syncDir(j.dir)
 		}
+		j.mu.Lock()
+		if err != nil {
+			j.ckErr = fmt.Errorf("filesystem driver: journal checkpoint failed: %w", err)
+			j.mu.Unlock()
+			return err
+		}
+		g.f.Close()
+		j.live = j.live[1:]
+		j.ckErr = nil
+		j.mu.Unlock()
 	}
+}
+
+// checkpointErr is the last checkpoint's failure, nil once one succeeded.
+func (j *journal) checkpointErr() error {
 	j.mu.Lock()
-	if err != nil && j.err == nil {
-		j.err = fmt.Errorf("filesystem driver: journal checkpoint failed, restart to recover: %w", err)
-	}
-	if err == nil {
-		j.live = slices.DeleteFunc(j.live, func(x *generation) bool { return x == g })
-	}
-	j.mu.Unlock()
-	close(g.checkpointed)
+	defer j.mu.Unlock()
+	return j.ckErr
 }
 
 // close checkpoints every generation. Later writes fail.
@@ -370,21 +469,24 @@ func (j *journal) close() error {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
-		return j.err
+		return j.closeErr
 	}
 	j.closed = true
-	last := j.cur
+	j.cur = nil
+	j.mu.Unlock()
+	j.bg.Wait() // no spare is prepared, no checkpoint starts after this
+	j.mu.Lock()
 	if j.spare != nil {
 		j.spare.f.Close()
 		os.Remove(j.spare.name)
 		j.spare = nil
 	}
 	j.mu.Unlock()
-	j.checkpoint(last)
-	j.bg.Wait()
+	err := j.checkpointRetired()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.err
+	j.closeErr = err
+	return err
 }
 
 // appendRecord encodes one record: its payload's length and CRC-32C, then
@@ -505,7 +607,7 @@ func (j *journal) apply(r record) error {
 	full := filepath.Join(j.root, filepath.FromSlash(r.path))
 	switch r.op {
 	case opPut:
-		tmp, err := writeTemp(full, r.content)
+		tmp, err := writeTemp(j.tmp, full, r.content)
 		if err != nil {
 			return err
 		}
@@ -518,4 +620,90 @@ func (j *journal) apply(r record) error {
 		return osfile.RemoveAll(full)
 	}
 	return fmt.Errorf("journal record of unknown kind %q", r.op)
+}
+
+// tempMaxAge is the age past which a temp file belongs to no write in
+// progress: PutContent holds its file for the time of one journal commit
+// (milliseconds), and nothing else writes there. A variable for tests.
+var tempMaxAge = 10 * time.Minute
+
+// deadJournalMinAge is the age below which an unlocked journal file is
+// left alone at run time: a process creates its file and locks it a moment
+// later, and must not lose it in between. A variable for tests.
+var deadJournalMinAge = time.Minute
+
+// removeOldTemps removes temp files older than tempMaxAge: those of
+// writes that a crash or a failure interrupted. Errors are ignored: the
+// next pass tries again.
+func (j *journal) removeOldTemps() {
+	entries, err := os.ReadDir(j.tmp)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && !e.IsDir() && now.Sub(info.ModTime()) > tempMaxAge {
+			_ = os.Remove(filepath.Join(j.tmp, e.Name()))
+		}
+	}
+}
+
+// clean is the periodic pass: it removes old temp files, retries failed
+// checkpoints, and finishes the journals of processes that died while this
+// one runs. Such a journal must not be replayed now: this process may have
+// written the same paths since, and replay would revert them. It need not
+// be either: every record of it whose change was applied was applied
+// before its process died, so the change is in this machine's page cache
+// and needs only to be made durable (syncAll); a record whose change was
+// never applied belongs to a write that was never acknowledged. (A crash
+// of the machine leaves journals for the next start, which replays them
+// all before serving.) A file is taken only when its lock can be taken,
+// and only once it is older than deadJournalMinAge (see there); it stays
+// locked until it is removed.
+func (j *journal) clean() {
+	j.removeOldTemps()
+	if j.checkpointErr() != nil {
+		_ = j.checkpointRetired()
+	}
+	entries, err := os.ReadDir(j.dir)
+	if err != nil {
+		return
+	}
+	own := fmt.Sprintf("%016x-", j.opened)
+	now := time.Now()
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, tempPrefix) || strings.HasPrefix(name, own) {
+			continue
+		}
+		if info, err := e.Info(); err != nil || now.Sub(info.ModTime()) < deadJournalMinAge {
+			continue
+		}
+		j.finishDead(filepath.Join(j.dir, name))
+	}
+}
+
+// finishDead makes the applied changes of a dead process's journal file
+// durable and removes the file, when no live process holds it.
+func (j *journal) finishDead(name string) {
+	f, err := osfile.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if lockFile(f) != nil {
+		return // a live process writes it
+	}
+	var paths []string
+	if !syncfsAvailable {
+		for _, r := range readRecords(f) {
+			paths = append(paths, r.path)
+		}
+	}
+	if syncAll(j.root, paths) != nil {
+		return
+	}
+	if os.Remove(name) == nil {
+		_ = syncDir(j.dir)
+	}
 }

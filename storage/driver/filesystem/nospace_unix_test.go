@@ -1,0 +1,7 @@
+//go:build unix
+
+package filesystem
+
+import "syscall"
+
+var platformNoSpace error = syscall.ENOSPC
