@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,9 +44,9 @@ func TestComposeQuickstart(t *testing.T) {
 	tmp := t.TempDir()
 	id := randomID(t)
 	project, tag := "berth-e2e-"+id, "e2e-"+id
-	regPort, authPort := freePort(t), freePort(t)
+	regPort, authPort := testutil.FreePort(t), testutil.FreePort(t)
 	for authPort == regPort {
-		authPort = freePort(t)
+		authPort = testutil.FreePort(t)
 	}
 
 	qsBin := filepath.Join(tmp, "quickstart")
@@ -178,14 +177,4 @@ func digest(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return d.String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -184,16 +184,6 @@ func (r *quickstartRun) stop(t *testing.T, sig os.Signal, ports ...int) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func passwordFrom(out string) string {
 	for _, line := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "password: "); ok {
@@ -221,9 +211,9 @@ func TestQuickstart(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dir, bin := filepath.Join(tmp, "berth"), filepath.Join(tmp, "bin")
-	regPort, authPort := freePort(t), freePort(t)
+	regPort, authPort := testutil.FreePort(t), testutil.FreePort(t)
 	for regPort == authPort {
-		authPort = freePort(t)
+		authPort = testutil.FreePort(t)
 	}
 	args := []string{"--dir", dir, "--bin", bin, "--listen", "127.0.0.1",
 		"--registry-port", strconv.Itoa(regPort), "--auth-port", strconv.Itoa(authPort)}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,7 +32,7 @@ type site struct {
 // the server certificates (for localhost and 127.0.0.1).
 func newSite(t *testing.T, w *winetest.Wine) *site {
 	t.Helper()
-	s := &site{w: w, dir: t.TempDir(), bin: t.TempDir(), registryPort: freePort(t), authPort: freePort(t)}
+	s := &site{w: w, dir: t.TempDir(), bin: t.TempDir(), registryPort: testutil.FreePort(t), authPort: testutil.FreePort(t)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := w.Go(ctx, moduleRoot(t), "build", "-o", s.bin+string(filepath.Separator), "./cmd/registry", "./cmd/authserver"); err != nil {
@@ -57,16 +56,6 @@ func newSite(t *testing.T, w *winetest.Wine) *site {
 	}
 	s.tls = tc
 	return s
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (s *site) registryHost() string { return "localhost:" + strconv.Itoa(s.registryPort) }
