@@ -73,8 +73,10 @@ const maxTagParams = 100
 
 // putManifest handles PUT …/manifests/<reference>, with the tag parameters
 // of the distribution-spec (?tag=a&tag=b): the manifest is tagged with each
-// of them as well, all or none, and every tag is named back in an OCI-Tag
-// header. They are meant for a push by digest, the only way to tag a
+// of them as well, and every tag is named back in an OCI-Tag header. All
+// tags are validated before anything is written, so a bad one stores
+// nothing; each tag then moves atomically, but a storage failure partway
+// can leave some tags moved and not others (the request then fails). They are meant for a push by digest, the only way to tag a
 // manifest by a digest other than sha256; a push by tag honours them too.
 // The access needed is that of any push, pull and push on the repository.
 func (h *Handler) putManifest(c *gin.Context, r Route) error {
