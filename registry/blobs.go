@@ -22,7 +22,13 @@ func blobLocation(name, dg string) string {
 
 func (h *Handler) getBlob(c *gin.Context, r Route) error {
 	ctx := c.Request.Context()
-	size, err := h.store.StatBlob(ctx, r.Name, r.Digest)
+	stat := h.store.StatBlob
+	if c.Request.Method == http.MethodHead {
+		// A client that asks whether a blob exists is about to rely on
+		// it (a push skips the layer); a download needs no promise.
+		stat = h.store.CheckBlob
+	}
+	size, err := stat(ctx, r.Name, r.Digest)
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,8 @@ func classify(err error) (int, apiError) {
 		return 429, apiError{Code: "TOOMANYREQUESTS", Message: "another request on this upload is still in progress: retry"}
 	case errors.Is(err, storage.ErrStorageFull):
 		return 503, apiError{Code: "UNAVAILABLE", Message: "storage is full: nothing was written, retry later"}
+	case errors.Is(err, storage.ErrPromiseExpired):
+		return 503, apiError{Code: "UNAVAILABLE", Message: "the manifest's references were checked too long ago: nothing was stored, retry"}
 	case errors.Is(err, storage.ErrUploadUnknown):
 		return 404, apiError{Code: "BLOB_UPLOAD_UNKNOWN", Message: storage.ErrUploadUnknown.Error()}
 	case errors.Is(err, storage.ErrManifestUnknown):

@@ -28,6 +28,20 @@ func (s *Store) StatBlob(ctx context.Context, name string, dg digest.Digest) (in
 	return fi.Size, nil
 }
 
+// CheckBlob is StatBlob for a client that may rely on the answer: a blob
+// it reports is protected from garbage collection for at least ¾ of the
+// grace period, long enough for the manifest PUT that uses it (see
+// lease.go).
+func (s *Store) CheckBlob(ctx context.Context, name string, dg digest.Digest) (int64, error) {
+	if _, err := s.StatBlob(ctx, name, dg); err != nil {
+		return 0, err
+	}
+	if _, err := s.promise(ctx, dg); err != nil {
+		return 0, err
+	}
+	return s.StatBlob(ctx, name, dg)
+}
+
 // OpenBlob opens blob dg of repository name for reading from offset, and
 // returns its total size.
 func (s *Store) OpenBlob(ctx context.Context, name string, dg digest.Digest, offset int64) (io.ReadCloser, int64, error) {
@@ -54,26 +68,25 @@ func (s *Store) DeleteBlob(ctx context.Context, name string, dg digest.Digest) e
 
 // MountBlob links blob dg into repository name without copying it. With
 // from set, the blob must be in repository from; with from empty, any stored
-// copy will do. It returns the blob's size, or ErrBlobUnknown.
+// copy will do. It returns the blob's size, or ErrBlobUnknown. Like
+// CheckBlob, a mounted blob is protected from collection for a while.
 func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Digest) (int64, error) {
 	if err := ValidateName(name); err != nil {
 		return 0, err
 	}
-	var size int64
 	if from != "" {
-		sz, err := s.StatBlob(ctx, from, dg)
-		if err != nil {
+		if _, err := s.StatBlob(ctx, from, dg); err != nil {
 			return 0, err
 		}
-		size = sz
-	} else {
-		fi, err := s.d.Stat(ctx, blobDataPath(dg))
-		if err != nil {
-			return 0, notFound(err, ErrBlobUnknown)
-		}
-		size = fi.Size
 	}
-	return size, s.writeLink(ctx, layerLinkPath(name, dg), dg)
+	if _, err := s.promise(ctx, dg); err != nil {
+		return 0, err
+	}
+	fi, err := s.d.Stat(ctx, blobDataPath(dg))
+	if err != nil {
+		return 0, notFound(err, ErrBlobUnknown)
+	}
+	return fi.Size, s.writeLink(ctx, layerLinkPath(name, dg), dg)
 }
 
 // placeBlob moves a verified upload file into the blob store. Content is

@@ -143,6 +143,25 @@ func (m *manifestDoc) shapeType() string {
 	return ""
 }
 
+// references are the digests a manifest needs in its repository: its
+// config, its layers but those stored elsewhere (with urls), and an
+// index's children. The subject is not one (see checkReferences).
+func (m *manifestDoc) references() []digest.Digest {
+	var dgs []digest.Digest
+	if m.Config != nil {
+		dgs = append(dgs, m.Config.Digest)
+	}
+	for _, l := range m.Layers {
+		if len(l.URLs) == 0 {
+			dgs = append(dgs, l.Digest)
+		}
+	}
+	for _, c := range m.Manifests {
+		dgs = append(dgs, c.Digest)
+	}
+	return dgs
+}
+
 func (m *manifestDoc) descriptors() []v1.Descriptor {
 	var ds []v1.Descriptor
 	if m.Config != nil {
@@ -205,7 +224,21 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	if err := checkReferences(ctx, doc, repoContent{s, name}); err != nil {
+	// References are checked, promised (see lease.go), and checked again:
+	// the first check refuses a broken manifest without leasing anything,
+	// the second is the one the promise makes safe against a collection.
+	have := repoContent{s, name}
+	if err := checkReferences(ctx, doc, have); err != nil {
+		return PutManifestResult{}, err
+	}
+	promised, err := s.promise(ctx, append(doc.references(), dg)...)
+	if err != nil {
+		return PutManifestResult{}, err
+	}
+	if err := checkReferences(ctx, doc, have); err != nil {
+		return PutManifestResult{}, err
+	}
+	if err := s.checkPromise(promised); err != nil {
 		return PutManifestResult{}, err
 	}
 
@@ -242,12 +275,28 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	}
 	var moves []func() error
 	for _, tag := range allTags {
-		moves = append(moves, func() error { return s.writeLink(ctx, tagCurrentPath(name, tag), dg) })
+		moves = append(moves, func() error { return s.moveTag(ctx, name, tag, dg) })
 	}
 	if err := concurrently(moves...); err != nil {
 		return PutManifestResult{}, err
 	}
 	return res, nil
+}
+
+// moveTag points tag at dg. A retention pass that is removing the tag
+// (see lease.go) holds a doomed marker while it decides; the link is
+// written first and the marker checked after, so either the pass sees the
+// new link and keeps the tag, or the tag is written again once it is done.
+func (s *Store) moveTag(ctx context.Context, name, tag string, dg digest.Digest) error {
+	for {
+		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
+			return err
+		}
+		waited, err := s.waitDoomed(ctx, doomedTagPath(name, tag))
+		if err != nil || !waited {
+			return err
+		}
+	}
 }
 
 // uniqueTags returns tags without repetitions, in their first order.

@@ -31,6 +31,7 @@ import (
 type Store struct {
 	d          driver.Driver
 	uploadWait time.Duration
+	grace      time.Duration
 	locks      keyedMutex
 	states     hashStates
 	manifests  manifestCache
@@ -43,6 +44,11 @@ type Options struct {
 	// arriving) before it fails with ErrUploadBusy. Zero: it waits as long
 	// as its context allows.
 	UploadWait time.Duration
+	// GracePeriod is how long new content, and content a request relied
+	// on, is safe from garbage collection (see lease.go); registries and
+	// collections on one store must use the same value. Zero:
+	// DefaultGracePeriod.
+	GracePeriod time.Duration
 }
 
 // New returns a store on d with the default Options.
@@ -52,7 +58,11 @@ func New(d driver.Driver) *Store {
 
 // NewWithOptions returns a store on d tuned by opts.
 func NewWithOptions(d driver.Driver, opts Options) *Store {
-	return &Store{d: d, uploadWait: opts.UploadWait}
+	grace := opts.GracePeriod
+	if grace <= 0 {
+		grace = DefaultGracePeriod
+	}
+	return &Store{d: d, uploadWait: opts.UploadWait, grace: grace}
 }
 
 // Writable returns nil when the store's writes work, as far as the driver

@@ -94,7 +94,16 @@ func (s *Store) CompleteUpload(ctx context.Context, name, id string, start int64
 	if r == nil {
 		r = eofReader{}
 	}
+	// The blob's lease is renewed while the last chunk arrives, so that a
+	// collection running now keeps the content the client is told exists
+	// (see lease.go); the doomed marker is checked once the upload is
+	// verified, before the blob is placed.
+	leased := make(chan error, 1)
+	go func() { leased <- s.renewLease(ctx, dg) }()
 	size, h, err := s.appendLocked(ctx, name, id, start, r, true)
+	if lerr := <-leased; err == nil {
+		err = lerr
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -106,6 +115,9 @@ func (s *Store) CompleteUpload(ctx context.Context, name, id string, start int64
 	}
 	if got != dg {
 		return 0, &DigestMismatchError{Want: dg, Got: got}
+	}
+	if _, err := s.promise(ctx, dg); err != nil {
+		return 0, err
 	}
 	if err := s.placeBlob(ctx, uploadDataPath(name, id), dg, size); err != nil {
 		return 0, err

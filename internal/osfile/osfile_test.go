@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -257,5 +258,21 @@ func TestLock(t *testing.T) {
 	wg.Wait()
 	if b, _ := osfile.ReadFile(counter); len(b) != 80 {
 		t.Errorf("counter holds %d increments, want 80", len(b))
+	}
+}
+
+func TestProcessAlive(t *testing.T) {
+	if !osfile.ProcessAlive(os.Getpid()) {
+		t.Error("this process is not alive")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if osfile.ProcessAlive(cmd.Process.Pid) {
+		t.Errorf("process %d that exited is alive", cmd.Process.Pid)
+	}
+	if osfile.ProcessAlive(0) || osfile.ProcessAlive(-1) {
+		t.Error("pid 0 or -1 is alive")
 	}
 }

@@ -3,6 +3,7 @@
 package osfile
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -68,3 +69,13 @@ func Lock(name string) (unlock func(), err error) {
 
 // RemoveAll removes path and everything below it, like os.RemoveAll.
 func RemoveAll(path string) error { return os.RemoveAll(path) }
+
+// ProcessAlive reports whether a process with this id runs on this
+// machine (in this PID namespace).
+func ProcessAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
