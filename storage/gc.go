@@ -100,9 +100,7 @@ type repoState struct {
 	revSet    map[digest.Digest]bool
 	revTimes  map[digest.Digest]time.Time // when each revision link was written
 	referrers map[digest.Digest][]digest.Digest // subject → manifests of this repository
-	// after the repository's decisions:
-	deleteTags []string
-	kept       map[digest.Digest]bool // manifests that stay
+	kept      map[digest.Digest]bool // after the sweep: manifests that stay
 }
 
 type tagState struct {
@@ -218,8 +216,16 @@ func (c *collection) run(ctx context.Context) error {
 			}
 		}
 	}
+	testHook("marked", "")
 	return c.sweepBlobs(ctx, repos, reachable)
 }
+
+// testHook lets tests act at given moments of a collection: "marked"
+// (reachability known, nothing swept yet), "doomed" (a blob's marker
+// written, its lease not read yet), "deleting" (the lease read, the blob
+// about to be deleted), and "tag doomed", "tag deleting" likewise for a
+// tag that retention removes (with the digest it pointed at).
+var testHook = func(stage string, dg digest.Digest) {}
 
 // each runs fn(0..n-1) on the collection's workers and returns the first
 // error.
@@ -582,6 +588,7 @@ func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (b
 		return false, err
 	}
 	defer mk.done(ctx)
+	testHook("tag doomed", seen.target)
 	p := tagCurrentPath(r.name, tag)
 	fi, err := c.s.d.Stat(ctx, p)
 	if err != nil {
@@ -595,6 +602,7 @@ func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (b
 		c.count(&c.report.Kept)
 		return false, nil
 	}
+	testHook("tag deleting", seen.target)
 	if err := c.s.d.Delete(ctx, tagPath(r.name, tag)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		c.failed(ctx, "removing tag "+r.name+":"+tag, err)
 		return false, nil
@@ -745,6 +753,7 @@ func (c *collection) removeBlob(ctx context.Context, dg digest.Digest, repos []s
 		return err
 	}
 	defer mk.done(ctx)
+	testHook("doomed", dg)
 	leased, err := c.leased(ctx, dg)
 	if err != nil {
 		return err
@@ -759,6 +768,7 @@ func (c *collection) removeBlob(ctx context.Context, dg digest.Digest, repos []s
 		c.count(&c.report.Kept)
 		return nil
 	}
+	testHook("deleting", dg)
 	if exists {
 		if err := c.s.d.Delete(ctx, path.Dir(data)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			// On Windows without POSIX deletes, a blob being downloaded

@@ -1,10 +1,13 @@
 package storage
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,10 +34,10 @@ func newGCStore(t testing.TB) (*Store, string) {
 	return NewWithOptions(d, Options{GracePeriod: testGrace}), root
 }
 
-// age makes everything in the store look written before the grace period.
+// age makes everything in the store look written a month ago.
 func age(t testing.TB, root string) {
 	t.Helper()
-	old := time.Now().Add(-10 * testGrace)
+	old := time.Now().Add(-30 * 24 * time.Hour)
 	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -156,4 +159,480 @@ func TestGCRemovesWhatNothingReferences(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "docker/registry/v2/_berth/doomed/blobs/sha256", dropDoc.Config.Digest.Encoded())); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a doomed marker is left: %v", err)
 	}
+}
+
+// orphan stores an image in repository name, then deletes its manifest, so
+// its config and layer are referenced by nothing, and returns its layer.
+func orphan(t *testing.T, s *Store, name, seed string) (payload []byte, layer digest.Digest) {
+	t.Helper()
+	payload = image(t, s, name, seed, nil)
+	res, err := s.PutManifest(ctx, name, seed, MediaTypeOCIManifest, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteManifest(ctx, name, res.Digest); err != nil {
+		t.Fatal(err)
+	}
+	doc, _, _ := parseManifest(payload, "")
+	return payload, doc.Layers[0].Digest
+}
+
+// A client told by HEAD that blobs exist can push the manifest that uses
+// them, although they were garbage when it asked and a collection ran in
+// between; without the protocol the push fails.
+func TestGCKeepsWhatAHeadPromised(t *testing.T) {
+	for _, unsafe := range []bool{false, true} {
+		s, root := newGCStore(t)
+		payload, _ := orphan(t, s, "a", "x")
+		age(t, root)
+		doc, _, _ := parseManifest(payload, "")
+		for _, dg := range doc.references() {
+			if _, err := s.CheckBlob(ctx, "a", dg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		collect(t, s, GCOptions{Unsafe: unsafe})
+		_, err := s.PutManifest(ctx, "a", "again", MediaTypeOCIManifest, payload)
+		if unsafe {
+			var unknown *ManifestBlobUnknownError
+			if !errors.As(err, &unknown) {
+				t.Errorf("without the protocol the push got %v, want a blob unknown error: did the collection keep the blobs?", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("push after HEAD and a collection: %v", err)
+		}
+		pullAll(t, s, "a", "again")
+	}
+}
+
+// The two orders of the handshake (lease.go): a request that renews the
+// lease after the collection marked keeps the blob; a request that comes
+// after the doomed marker waits for the collection and then finds the
+// blob gone, and says so.
+func TestGCHandshake(t *testing.T) {
+	t.Run("lease first", func(t *testing.T) {
+		s, root := newGCStore(t)
+		_, layer := orphan(t, s, "a", "x")
+		age(t, root)
+		setHook(t, func(stage string, dg digest.Digest) {
+			if stage == "marked" {
+				if _, err := s.CheckBlob(ctx, "a", layer); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		collect(t, s, GCOptions{})
+		if _, err := s.CheckBlob(ctx, "a", layer); err != nil {
+			t.Errorf("a blob whose lease a request renewed during the collection is gone: %v", err)
+		}
+	})
+	t.Run("marker, then lease, then the collection reads it", func(t *testing.T) {
+		s, root := newGCStore(t)
+		_, layer := orphan(t, s, "a", "x")
+		age(t, root)
+		answered := make(chan error, 1)
+		setHook(t, func(stage string, dg digest.Digest) {
+			if stage != "doomed" || dg != layer {
+				return
+			}
+			go func() {
+				_, err := s.CheckBlob(ctx, "a", layer)
+				answered <- err
+			}()
+			// Let the request renew the lease and find the marker.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if fi, err := os.Stat(filepath.Join(root, filepath.FromSlash(leasePath(layer)))); err == nil && time.Since(fi.ModTime()) < time.Second {
+					break
+				}
+			}
+			select {
+			case err := <-answered:
+				t.Errorf("a request answered (%v) while the collection held the marker", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		})
+		rep, _ := collect(t, s, GCOptions{})
+		if err := <-answered; err != nil {
+			t.Errorf("the request that renewed the lease first: %v", err)
+		}
+		if rep.Kept != 1 || rep.BlobsDeleted != 2 || !blobExists(t, s, layer) {
+			t.Errorf("report %+v: want the layer kept, the manifest and config deleted", rep)
+		}
+	})
+	t.Run("the collection decides, then the request", func(t *testing.T) {
+		s, root := newGCStore(t)
+		_, layer := orphan(t, s, "a", "x")
+		age(t, root)
+		answered := make(chan error, 1)
+		setHook(t, func(stage string, dg digest.Digest) {
+			if stage != "deleting" || dg != layer {
+				return
+			}
+			go func() {
+				_, err := s.CheckBlob(ctx, "a", layer)
+				answered <- err
+			}()
+			select {
+			case err := <-answered:
+				t.Errorf("a request answered (%v) while the collection held the marker", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+		rep, _ := collect(t, s, GCOptions{})
+		if err := <-answered; !errors.Is(err, ErrBlobUnknown) {
+			t.Errorf("the request that waited for the collection got %v, want ErrBlobUnknown", err)
+		}
+		if rep.BlobsDeleted != 3 {
+			t.Errorf("%d blobs deleted, want 3", rep.BlobsDeleted)
+		}
+	})
+}
+
+func setHook(t *testing.T, hook func(stage string, dg digest.Digest)) {
+	old := testHook
+	testHook = hook
+	t.Cleanup(func() { testHook = old })
+}
+
+// A marker left by a collection that died binds requests only doomedTTL.
+func TestStaleDoomedMarkerIsIgnoredAndRemoved(t *testing.T) {
+	s, root := newGCStore(t)
+	layer := putBlob(t, s, "a", v1.MediaTypeImageLayerGzip, []byte("layer")).Digest
+	marker := filepath.Join(root, filepath.FromSlash(doomedPath(layer)))
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, []byte("dead"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * doomedTTL)
+	if err := os.Chtimes(marker, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CheckBlob(ctx, "a", layer); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, s, GCOptions{})
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stale marker is still there: %v", err)
+	}
+}
+
+// An index pushed with untagged children keeps them through
+// DeleteUntagged, as a referrer of a tagged image keeps itself; an
+// untagged image that nothing reaches goes, with its blobs.
+func TestGCDeleteUntagged(t *testing.T) {
+	s, root := newGCStore(t)
+	var children []v1.Descriptor
+	for _, arch := range []string{"amd64", "arm64"} {
+		p := image(t, s, "app", arch, nil)
+		res, err := s.PutManifest(ctx, "app", digest.FromBytes(p).String(), MediaTypeOCIManifest, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, v1.Descriptor{MediaType: MediaTypeOCIManifest, Digest: res.Digest, Size: int64(len(p)),
+			Platform: &v1.Platform{OS: "linux", Architecture: arch}})
+	}
+	index := mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex, "manifests": children})
+	if _, err := s.PutManifest(ctx, "app", "latest", MediaTypeOCIIndex, index); err != nil {
+		t.Fatal(err)
+	}
+	sig := image(t, s, "app", "signature", func(m map[string]any) {
+		m["subject"] = v1.Descriptor{MediaType: MediaTypeOCIIndex, Digest: digest.FromBytes(index), Size: int64(len(index))}
+	})
+	if _, err := s.PutManifest(ctx, "app", digest.FromBytes(sig).String(), MediaTypeOCIManifest, sig); err != nil {
+		t.Fatal(err)
+	}
+	stray := image(t, s, "app", "stray", nil)
+	if _, err := s.PutManifest(ctx, "app", digest.FromBytes(stray).String(), MediaTypeOCIManifest, stray); err != nil {
+		t.Fatal(err)
+	}
+	strayDoc, _, _ := parseManifest(stray, "")
+
+	// Young untagged manifests stay: children are pushed before their index.
+	if rep, removed := collect(t, s, GCOptions{DeleteUntagged: true}); rep.ManifestsDeleted != 0 {
+		t.Fatalf("removed young untagged manifests: %v", removed)
+	}
+	age(t, root)
+	rep, removed := collect(t, s, GCOptions{DeleteUntagged: true})
+	if rep.ManifestsDeleted != 1 || rep.BlobsDeleted != 3 {
+		t.Errorf("report %+v, removed %v; want the stray manifest and its 3 blobs", rep, removed)
+	}
+	pullAll(t, s, "app", "latest")
+	if _, err := s.GetManifest(ctx, "app", digest.FromBytes(sig).String()); err != nil {
+		t.Errorf("the signature of a tagged index was removed: %v", err)
+	}
+	refs, err := s.Referrers(ctx, "app", digest.FromBytes(index), "")
+	if err != nil || len(refs) != 1 {
+		t.Errorf("referrers of the index: %v, %v", refs, err)
+	}
+	if _, err := s.GetManifest(ctx, "app", digest.FromBytes(stray).String()); !errors.Is(err, ErrManifestUnknown) {
+		t.Errorf("the stray manifest: %v, want ErrManifestUnknown", err)
+	}
+	if blobExists(t, s, strayDoc.Config.Digest) {
+		t.Error("the stray manifest's config is still stored")
+	}
+
+	// Untag the index: now the children and the signature go too.
+	if err := s.Untag(ctx, "app", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	rep, removed = collect(t, s, GCOptions{DeleteUntagged: true})
+	if rep.ManifestsDeleted != 4 {
+		t.Errorf("after untagging the index: %+v, removed %v; want 4 manifests", rep, removed)
+	}
+	if refs, err := s.Referrers(ctx, "app", digest.FromBytes(index), ""); err != nil || len(refs) != 0 {
+		t.Errorf("referrers of the removed index: %v, %v", refs, err)
+	}
+	// Without DeleteUntagged, untagged manifests are never removed.
+	s2, root2 := newGCStore(t)
+	p := image(t, s2, "b", "kept", nil)
+	if _, err := s2.PutManifest(ctx, "b", digest.FromBytes(p).String(), MediaTypeOCIManifest, p); err != nil {
+		t.Fatal(err)
+	}
+	age(t, root2)
+	if rep, removed := collect(t, s2, GCOptions{}); rep.ManifestsDeleted+rep.BlobsDeleted != 0 {
+		t.Errorf("without DeleteUntagged: removed %v", removed)
+	}
+}
+
+// setTagTime back-dates a tag's push.
+func setTagTime(t *testing.T, root, name, tag string, at time.Time) {
+	t.Helper()
+	p := filepath.Join(root, filepath.FromSlash(tagCurrentPath(name, tag)))
+	if err := os.Chtimes(p, at, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	s, root := newGCStore(t)
+	now := time.Now()
+	tags := []string{"v1", "v2", "b1", "b2", "b3", "b4"}
+	for _, tag := range tags {
+		p := image(t, s, "team/app", tag, nil)
+		if _, err := s.PutManifest(ctx, "team/app", tag, MediaTypeOCIManifest, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.PutManifest(ctx, "other", tag, MediaTypeOCIManifest, image(t, s, "other", "other-"+tag, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(t, root)
+	// v1 oldest … b4 newest; b3 and b4 pushed within 36 hours.
+	pushed := []time.Duration{6 * 24 * time.Hour, 5 * 24 * time.Hour, 4 * 24 * time.Hour, 3 * 24 * time.Hour, 30 * time.Hour, time.Hour}
+	for i, tag := range tags {
+		setTagTime(t, root, "team/app", tag, now.Add(-pushed[i]))
+		setTagTime(t, root, "other", tag, now.Add(-pushed[i]))
+	}
+	rules := []RetentionRule{
+		{Repositories: "nomatch", KeepLast: 1},
+		{Repositories: "team/*", KeepLast: 1, KeepTags: "^v", TagsOlderThan: 36 * time.Hour, UntaggedOlderThan: time.Hour},
+	}
+	for i := range rules {
+		if err := rules[i].Compile(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dry, removed := collect(t, s, GCOptions{DryRun: true, Retention: rules})
+	if dry.TagsDeleted != 2 {
+		t.Errorf("dry run: %v", removed)
+	}
+	if got, _, _ := s.Tags(ctx, "team/app", Page{N: -1}); len(got) != len(tags) {
+		t.Fatalf("the dry run removed tags: %v", got)
+	}
+	rep, removed := collect(t, s, GCOptions{Retention: rules})
+	got, _, _ := s.Tags(ctx, "team/app", Page{N: -1})
+	// v1, v2 match keeptags; b4 is the newest; b3 is younger than 36 h;
+	// b1 and b2 go, and their untagged manifests with them.
+	if want := []string{"b3", "b4", "v1", "v2"}; !slices.Equal(got, want) {
+		t.Errorf("tags left %v, want %v (removed %v)", got, want, removed)
+	}
+	if rep.TagsDeleted != 2 || rep.ManifestsDeleted != 2 || rep.BlobsDeleted != 6 {
+		t.Errorf("report %+v", rep)
+	}
+	if got, _, _ := s.Tags(ctx, "other", Page{N: -1}); len(got) != len(tags) {
+		t.Errorf("a repository no rule matches lost tags: %v", got)
+	}
+	for _, tag := range []string{"b3", "b4", "v1", "v2"} {
+		pullAll(t, s, "team/app", tag)
+	}
+}
+
+// A tag pushed again while retention removes it stays, pointing at what
+// was pushed last, whether the push lands before the retention pass looks
+// at the tag a last time or after it decided.
+func TestRetentionKeepsATagPushedMeanwhile(t *testing.T) {
+	for _, stage := range []string{"tag doomed", "tag deleting"} {
+		t.Run(stage, func(t *testing.T) {
+			s, root := newGCStore(t)
+			p := image(t, s, "app", "old", nil)
+			if _, err := s.PutManifest(ctx, "app", "t", MediaTypeOCIManifest, p); err != nil {
+				t.Fatal(err)
+			}
+			fresh := image(t, s, "app", "new", nil)
+			age(t, root)
+			pushed := make(chan error, 1)
+			setHook(t, func(st string, dg digest.Digest) {
+				if st != stage {
+					return
+				}
+				go func() {
+					_, err := s.PutManifest(ctx, "app", "t", MediaTypeOCIManifest, fresh)
+					pushed <- err
+				}()
+				// The push writes the tag, then waits for the marker.
+				time.Sleep(200 * time.Millisecond)
+			})
+			rep, _ := collect(t, s, GCOptions{Retention: []RetentionRule{{TagsOlderThan: time.Hour}}})
+			if err := <-pushed; err != nil {
+				t.Fatal(err)
+			}
+			if m := mustGet(t, s, "app", "t"); m.Digest != digest.FromBytes(fresh) {
+				t.Errorf("tag t points at %s, not at the image pushed last", m.Digest)
+			}
+			pullAll(t, s, "app", "t")
+			if stage == "tag doomed" && (rep.Kept != 1 || rep.TagsDeleted != 0) {
+				t.Errorf("report %+v: want the tag kept", rep)
+			}
+		})
+	}
+}
+
+func TestPurgeUploads(t *testing.T) {
+	s, root := newGCStore(t)
+	oldID, err := s.StartUpload(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendUpload(ctx, "a", oldID, 0, strings.NewReader("abandoned")); err != nil {
+		t.Fatal(err)
+	}
+	// Started, as Distribution writes it, and last written a week ago.
+	week := time.Now().Add(-8 * 24 * time.Hour)
+	started := filepath.Join(root, filepath.FromSlash(uploadStartedPath("a", oldID)))
+	if err := os.WriteFile(started, []byte(week.UTC().Format(time.RFC3339)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{started, filepath.Join(root, filepath.FromSlash(uploadDataPath("a", oldID)))} {
+		if err := os.Chtimes(p, week, week); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newID, err := s.StartUpload(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	opts := PurgeOptions{Age: time.Hour, DryRun: true, OnRemove: func(repo, id string) { seen = append(seen, repo+"/"+id) }}
+	rep, err := s.PurgeUploads(ctx, opts)
+	if err != nil || rep.Removed != 1 || rep.Sessions != 2 || !slices.Equal(seen, []string{"a/" + oldID}) {
+		t.Fatalf("dry run: %+v %v %v", rep, seen, err)
+	}
+	if _, err := s.UploadSize(ctx, "a", oldID); err != nil {
+		t.Fatalf("the dry run removed the session: %v", err)
+	}
+	opts.DryRun = false
+	if rep, err := s.PurgeUploads(ctx, opts); err != nil || rep.Removed != 1 {
+		t.Fatalf("purge: %+v %v", rep, err)
+	}
+	if _, err := s.UploadSize(ctx, "a", oldID); !errors.Is(err, ErrUploadUnknown) {
+		t.Errorf("abandoned session: %v, want ErrUploadUnknown", err)
+	}
+	if _, err := s.UploadSize(ctx, "a", newID); err != nil {
+		t.Errorf("new session: %v", err)
+	}
+}
+
+func TestDeleteRepository(t *testing.T) {
+	s, root := newGCStore(t)
+	shared := putBlob(t, s, "a", v1.MediaTypeImageLayerGzip, []byte("shared"))
+	for _, name := range []string{"a", "a/b"} {
+		p := image(t, s, name, name, func(m map[string]any) {
+			if _, err := s.MountBlob(ctx, name, "a", shared.Digest); err != nil {
+				t.Fatal(err)
+			}
+			m["layers"] = append(m["layers"].([]v1.Descriptor), shared)
+		})
+		if _, err := s.PutManifest(ctx, name, "v1", MediaTypeOCIManifest, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aDoc, _, _ := parseManifest(mustGet(t, s, "a", "v1").Payload, "")
+	if err := s.DeleteRepository(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteRepository(ctx, "a"); !errors.Is(err, ErrNameUnknown) {
+		t.Errorf("deleting it again: %v, want ErrNameUnknown", err)
+	}
+	if repos, _, _ := s.Catalog(ctx, Page{N: -1}); !slices.Equal(repos, []string{"a/b"}) {
+		t.Errorf("catalog %v, want [a/b]", repos)
+	}
+	age(t, root)
+	rep, removed := collect(t, s, GCOptions{})
+	if rep.BlobsDeleted != 3 || blobExists(t, s, aDoc.Config.Digest) || !blobExists(t, s, shared.Digest) {
+		t.Errorf("after deleting a: %+v %v", rep, removed)
+	}
+	pullAll(t, s, "a/b", "v1")
+}
+
+func mustGet(t *testing.T, s *Store, name, ref string) *Manifest {
+	t.Helper()
+	m, err := s.GetManifest(ctx, name, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestGCLock(t *testing.T) {
+	s, root := newGCStore(t)
+	// Two at once: one runs, the other is told.
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := s.CollectGarbage(ctx, GCOptions{})
+			errs <- err
+		}()
+	}
+	e1, e2 := <-errs, <-errs
+	if (e1 == nil) == (e2 == nil) || !(errors.Is(e1, ErrGCRunning) || errors.Is(e2, ErrGCRunning)) {
+		t.Errorf("two collections at once: %v and %v; want one to run and one ErrGCRunning", e1, e2)
+	}
+	// A lock held by a live process elsewhere stops a collection; one of a
+	// dead process of this machine does not.
+	host, _ := os.Hostname()
+	lockFile := filepath.Join(root, filepath.FromSlash(gcLockPath()))
+	write := func(l gcLock) {
+		b, _ := json.Marshal(l)
+		if err := os.WriteFile(lockFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(gcLock{ID: "x", Host: host, PID: os.Getpid(), Expires: time.Now().Add(time.Minute)})
+	if _, err := s.CollectGarbage(ctx, GCOptions{}); !errors.Is(err, ErrGCRunning) {
+		t.Errorf("with a live holder: %v, want ErrGCRunning", err)
+	}
+	write(gcLock{ID: "x", Host: host, PID: deadPID(t), Expires: time.Now().Add(time.Minute)})
+	if _, err := s.CollectGarbage(ctx, GCOptions{}); err != nil {
+		t.Errorf("with a dead holder: %v", err)
+	}
+	write(gcLock{ID: "x", Host: "elsewhere", PID: 1, Expires: time.Now().Add(-time.Second)})
+	if _, err := s.CollectGarbage(ctx, GCOptions{}); err != nil {
+		t.Errorf("with an expired lock: %v", err)
+	}
+	if _, err := os.Stat(lockFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the lock is left after the collection: %v", err)
+	}
+}
+
+// deadPID returns the id of a process that has exited.
+func deadPID(t *testing.T) int {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
 }
