@@ -98,9 +98,9 @@ type repoState struct {
 	layers    []digest.Digest
 	rule      *RetentionRule
 	revSet    map[digest.Digest]bool
-	revTimes  map[digest.Digest]time.Time // when each revision link was written
+	revTimes  map[digest.Digest]time.Time       // when each revision link was written
 	referrers map[digest.Digest][]digest.Digest // subject → manifests of this repository
-	kept      map[digest.Digest]bool // after the sweep: manifests that stay
+	kept      map[digest.Digest]bool            // after the sweep: manifests that stay
 }
 
 type tagState struct {
