@@ -231,7 +231,7 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err := checkReferences(ctx, doc, have); err != nil {
 		return PutManifestResult{}, err
 	}
-	promised, err := s.promise(ctx, append(doc.references(), dg)...)
+	promised, err := s.promise(ctx, doc.references()...)
 	if err != nil {
 		return PutManifestResult{}, err
 	}
@@ -248,6 +248,11 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	// missing. A crash in between can leave a revision link whose content
 	// did not reach the disk: it reads as MANIFEST_UNKNOWN, and pushing
 	// again completes it.
+	//
+	// The manifest's own lease is renewed with the rest, and the doomed
+	// marker checked after all of it (see lease.go): if a collection was
+	// removing this manifest meanwhile, everything is written again once
+	// it is done.
 	res := PutManifestResult{Digest: dg}
 	if doc.Subject != nil {
 		res.Subject = doc.Subject.Digest
@@ -267,8 +272,18 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	for _, tag := range allTags {
 		writes = append(writes, func() error { return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) })
 	}
-	if err := concurrently(writes...); err != nil {
-		return PutManifestResult{}, err
+	writes = append(writes, func() error { return s.renewLease(ctx, dg) })
+	for {
+		if err := concurrently(writes...); err != nil {
+			return PutManifestResult{}, err
+		}
+		waited, err := s.waitDoomed(ctx, doomedPath(dg))
+		if err != nil {
+			return PutManifestResult{}, err
+		}
+		if !waited {
+			break
+		}
 	}
 	if len(allTags) == 0 {
 		return res, nil
