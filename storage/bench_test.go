@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -155,5 +156,57 @@ func BenchmarkGetManifestByTag(b *testing.B) {
 		if _, err := s.GetManifest(ctx, "bench/get", "latest"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkManifestPutNew is BenchmarkManifestPut with a distinct manifest
+// each time, as pushes of new images are: its lease is written too.
+func BenchmarkManifestPutNew(b *testing.B) {
+	s, _ := newStore(b)
+	payload := image(b, s, "bench/put", "1", nil)
+	i := 0
+	for b.Loop() {
+		i++
+		p := bytes.Replace(payload, []byte(`"schemaVersion":2`), []byte(fmt.Sprintf(`"annotations":{"n":"%d"},"schemaVersion":2`, i)), 1)
+		if _, err := s.PutManifest(ctx, "bench/put", fmt.Sprintf("t%d", i), MediaTypeOCIManifest, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPutSmallBlob is BenchmarkPutBlob for a 4 KiB blob (a config):
+// the fixed cost of placing a blob, its link and its lease.
+func BenchmarkPutSmallBlob(b *testing.B) {
+	s, _ := newStore(b)
+	const size = 4 << 10
+	i := 0
+	for b.Loop() {
+		i++
+		dg, content := benchBlob(b, i, size)
+		if _, err := s.PutBlob(ctx, "bench/blob", dg, content()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkBlobExists compares the answer to a GET (StatBlob) with that to
+// a HEAD (CheckBlob, which promises the blob to the client).
+func BenchmarkBlobExists(b *testing.B) {
+	s, _ := newStore(b)
+	dg, content := benchBlob(b, 0, 4<<10)
+	if _, err := s.PutBlob(ctx, "bench/blob", dg, content()); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		stat func(context.Context, string, digest.Digest) (int64, error)
+	}{{"stat", s.StatBlob}, {"check", s.CheckBlob}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := bc.stat(ctx, "bench/blob", dg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
