@@ -558,6 +558,7 @@ func (c *collection) removed(r Removal) {
 		c.report.LinksDeleted++
 	}
 	c.mu.Unlock()
+	c.log.Debug("garbage collection: removed", "what", r.String(), "dryrun", c.opts.DryRun)
 	if c.opts.OnRemove != nil {
 		c.opts.OnRemove(r)
 	}
