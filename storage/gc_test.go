@@ -100,6 +100,7 @@ func pullAll(t testing.TB, s *Store, name, ref string) {
 }
 
 func TestGCRemovesWhatNothingReferences(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	shared := putBlob(t, s, "a", v1.MediaTypeImageLayerGzip, []byte("shared layer"))
 	keep := image(t, s, "a", "keep", func(m map[string]any) {
@@ -181,6 +182,7 @@ func orphan(t *testing.T, s *Store, name, seed string) (payload []byte, layer di
 // them, although they were garbage when it asked and a collection ran in
 // between; without the protocol the push fails.
 func TestGCKeepsWhatAHeadPromised(t *testing.T) {
+	t.Parallel() // no test hook
 	for _, unsafe := range []bool{false, true} {
 		s, root := newGCStore(t)
 		payload, _ := orphan(t, s, "a", "x")
@@ -298,6 +300,7 @@ func setHook(t *testing.T, hook func(stage string, dg digest.Digest)) {
 
 // A marker left by a collection that died binds requests only doomedTTL.
 func TestStaleDoomedMarkerIsIgnoredAndRemoved(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	layer := putBlob(t, s, "a", v1.MediaTypeImageLayerGzip, []byte("layer")).Digest
 	marker := filepath.Join(root, filepath.FromSlash(doomedPath(layer)))
@@ -324,6 +327,7 @@ func TestStaleDoomedMarkerIsIgnoredAndRemoved(t *testing.T) {
 // DeleteUntagged, as a referrer of a tagged image keeps itself; an
 // untagged image that nothing reaches goes, with its blobs.
 func TestGCDeleteUntagged(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	var children []v1.Descriptor
 	for _, arch := range []string{"amd64", "arm64"} {
@@ -408,6 +412,7 @@ func setTagTime(t *testing.T, root, name, tag string, at time.Time) {
 }
 
 func TestRetention(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	now := time.Now()
 	tags := []string{"v1", "v2", "b1", "b2", "b3", "b4"}
@@ -502,6 +507,7 @@ func TestRetentionKeepsATagPushedMeanwhile(t *testing.T) {
 }
 
 func TestPurgeUploads(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	oldID, err := s.StartUpload(ctx, "a")
 	if err != nil {
@@ -547,6 +553,7 @@ func TestPurgeUploads(t *testing.T) {
 }
 
 func TestDeleteRepository(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	shared := putBlob(t, s, "a", v1.MediaTypeImageLayerGzip, []byte("shared"))
 	for _, name := range []string{"a", "a/b"} {
@@ -588,6 +595,7 @@ func mustGet(t *testing.T, s *Store, name, ref string) *Manifest {
 }
 
 func TestGCLock(t *testing.T) {
+	t.Parallel() // no test hook
 	s, root := newGCStore(t)
 	// Two at once: one runs, the other is told.
 	errs := make(chan error, 2)
