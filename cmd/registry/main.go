@@ -59,7 +59,7 @@ func rootCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, newLogger(cfg), nil)
+			return serve(ctx, cfg, newLogger(cfg, os.Stderr), nil)
 		},
 	})
 	root.AddCommand(cli.CertsCommand("registry", "5000"))
