@@ -1,6 +1,9 @@
 // Command registry serves the OCI Distribution API.
 //
 //	registry serve [config.yml]
+//	registry garbage-collect [--dry-run] [--delete-untagged] [config.yml]
+//	registry repository delete NAME [config.yml]
+//	registry purge-uploads [--dry-run] [config.yml]
 //	registry version
 package main
 
@@ -62,6 +65,9 @@ func rootCommand() *cobra.Command {
 			return serve(ctx, cfg, newLogger(cfg, os.Stderr), nil)
 		},
 	})
+	root.AddCommand(garbageCollectCommand())
+	root.AddCommand(repositoryCommand())
+	root.AddCommand(purgeUploadsCommand())
 	root.AddCommand(cli.CertsCommand("registry", "5000"))
 	root.AddCommand(&cobra.Command{
 		Use:   "healthcheck [config.yml]",
