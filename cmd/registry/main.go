@@ -143,8 +143,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if err != nil {
 		return err
 	}
+	store := storage.NewWithOptions(drv, cfg.storageOptions())
 	handler := registry.New(registry.Config{
-		Store:           storage.NewWithOptions(drv, cfg.storageOptions()),
+		Store:           store,
 		Logger:          apiLog,
 		Authorizer:      authz,
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
@@ -186,6 +187,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		}
 		defer debug.Close()
 	}
+	// Scheduled collection and purging stop before the driver closes,
+	// and also when serve returns early with an error.
+	mctx, stopMaintenance := context.WithCancel(ctx)
+	waitMaintenance := startMaintenance(mctx, cfg, store, log)
+	defer func() {
+		stopMaintenance()
+		waitMaintenance()
+	}()
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
 	if !tlsOn {
