@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -41,6 +41,15 @@ type Config struct {
 			// default is true (Distribution's is false).
 			Enabled bool `yaml:"enabled"`
 		} `yaml:"delete"`
+		// GC is Berth's own section (Distribution collects only while
+		// stopped): collection in the serving registry, and what both it
+		// and `registry garbage-collect` remove.
+		GC          GCConfig `yaml:"gc"`
+		Maintenance struct {
+			// UploadPurging removes abandoned upload sessions, with
+			// Distribution's keys and defaults.
+			UploadPurging UploadPurgingConfig `yaml:"uploadpurging"`
+		} `yaml:"maintenance"`
 	} `yaml:"storage"`
 	HTTP struct {
 		// Addr is the listen address (default ":5000").
@@ -143,6 +152,83 @@ type Config struct {
 	} `yaml:"auth"`
 }
 
+// GCConfig is the storage.gc section.
+type GCConfig struct {
+	// Enabled runs a collection in the serving registry every Interval.
+	// False (the default): collect with `registry garbage-collect`, which
+	// is safe while registries serve the same storage.
+	Enabled bool `yaml:"enabled"`
+	// Interval is the time between the end of one scheduled collection
+	// and the start of the next; the first starts one interval after the
+	// registry does (default 24h). With several replicas each schedules
+	// its own; one collects, the others find the store's collection lock
+	// taken and skip that run.
+	Interval time.Duration `yaml:"interval"`
+	// GracePeriod is how long new content, and content a request relied
+	// on, is safe from collection (default 1h; see storage.Options). A
+	// client has at least ¾ of it between a HEAD and the manifest PUT
+	// that relies on it. It is set on the store whether or not Enabled
+	// is, and every registry and garbage-collect run on one storage must
+	// use the same value.
+	GracePeriod time.Duration `yaml:"graceperiod"`
+	// DeleteUntagged also removes manifests no tag reaches, once older
+	// than the grace period, as Distribution's --delete-untagged does.
+	// False: every manifest stays.
+	DeleteUntagged bool `yaml:"deleteuntagged"`
+	// DryRun makes collections log what they would remove and change
+	// nothing. False: they remove.
+	DryRun bool `yaml:"dryrun"`
+	// Retention rules decide which tags a collection removes; the first
+	// rule whose repositories pattern matches a repository applies to it.
+	// Empty: no tag is removed. A removed tag's manifest, and the blobs
+	// only it references, go only when deleteuntagged or the rule's
+	// untaggedolderthan removes untagged manifests. From the environment the whole list is
+	// one YAML value (REGISTRY_STORAGE_GC_RETENTION='[{repositories:
+	// "team/**", keeplast: 10}]'); single rules or their fields cannot be
+	// set there.
+	Retention []RetentionConfig `yaml:"retention"`
+}
+
+// RetentionConfig is one storage.gc.retention rule; see
+// storage.RetentionRule for the exact meaning. The zero rule removes
+// nothing.
+type RetentionConfig struct {
+	// Repositories is a pattern on repository names: "*" within a path
+	// component, "**" across components ("team/**"). Empty: every
+	// repository.
+	Repositories string `yaml:"repositories"`
+	// KeepLast keeps the N most recently pushed tags. Zero: no count.
+	KeepLast int `yaml:"keeplast"`
+	// KeepTags is a regular expression; tags it matches always stay
+	// ("^v[0-9]+"). Empty: none is kept for its name.
+	KeepTags string `yaml:"keeptags"`
+	// TagsOlderThan removes only tags pushed longer ago than this. Zero:
+	// age does not matter.
+	TagsOlderThan time.Duration `yaml:"tagsolderthan"`
+	// UntaggedOlderThan removes the repositories' untagged manifests once
+	// this old (never before the grace period), even without
+	// deleteuntagged; with it, the longer of the two ages applies to the
+	// repositories the rule matches. Zero: only deleteuntagged removes
+	// them.
+	UntaggedOlderThan time.Duration `yaml:"untaggedolderthan"`
+}
+
+// UploadPurgingConfig is storage.maintenance.uploadpurging, with
+// Distribution's keys and defaults.
+type UploadPurgingConfig struct {
+	// Enabled purges every Interval in the serving registry (default
+	// true, as in Distribution; false turns it off).
+	Enabled bool `yaml:"enabled"`
+	// Age: sessions begun longer ago than this, and that received no
+	// byte for as long, are removed (default 168h).
+	Age time.Duration `yaml:"age"`
+	// Interval is the time between purges; the first is one interval
+	// after start (default 24h).
+	Interval time.Duration `yaml:"interval"`
+	// DryRun logs what would be removed and changes nothing.
+	DryRun bool `yaml:"dryrun"`
+}
+
 // defaultConfig is what the registry runs with when no file sets a key.
 func defaultConfig() Config {
 	var c Config
@@ -151,6 +237,9 @@ func defaultConfig() Config {
 	c.Log.Formatter = "text"
 	c.Storage.Filesystem.RootDirectory = "data"
 	c.Storage.Delete.Enabled = true
+	c.Storage.GC.Interval = 24 * time.Hour
+	c.Storage.GC.GracePeriod = storage.DefaultGracePeriod
+	c.Storage.Maintenance.UploadPurging = UploadPurgingConfig{Enabled: true, Age: 168 * time.Hour, Interval: 24 * time.Hour}
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
 	c.HTTP.BodyIdleTimeout = registry.DefaultBodyIdleTimeout
@@ -193,6 +282,9 @@ func (c *Config) validate() error {
 	if c.HTTP.BodyIdleTimeout == 0 {
 		return fmt.Errorf("config: http.bodyidletimeout is 0: set a duration, or a negative one for no limit")
 	}
+	if err := c.validateStorage(); err != nil {
+		return err
+	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err
 	}
@@ -204,6 +296,68 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// validateStorage checks the gc and maintenance sections: durations that
+// have a default must be positive (zero is never what was meant), and
+// retention rules must compile.
+func (c *Config) validateStorage() error {
+	gc, up := c.Storage.GC, c.Storage.Maintenance.UploadPurging
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"storage.gc.interval", gc.Interval},
+		{"storage.gc.graceperiod", gc.GracePeriod},
+		{"storage.maintenance.uploadpurging.age", up.Age},
+		{"storage.maintenance.uploadpurging.interval", up.Interval},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("config: %s is %v: want a positive duration", d.key, d.v)
+		}
+	}
+	_, err := c.retentionRules()
+	return err
+}
+
+// retentionRules returns storage.gc.retention as compiled storage rules,
+// or an error that names the key at fault.
+func (c *Config) retentionRules() ([]storage.RetentionRule, error) {
+	var rules []storage.RetentionRule
+	for i, rc := range c.Storage.GC.Retention {
+		key := fmt.Sprintf("storage.gc.retention[%d]", i)
+		switch {
+		case rc.KeepLast < 0:
+			return nil, fmt.Errorf("config: %s.keeplast is %d: want 0 or more", key, rc.KeepLast)
+		case rc.TagsOlderThan < 0:
+			return nil, fmt.Errorf("config: %s.tagsolderthan is %v: want 0 or more", key, rc.TagsOlderThan)
+		case rc.UntaggedOlderThan < 0:
+			return nil, fmt.Errorf("config: %s.untaggedolderthan is %v: want 0 or more", key, rc.UntaggedOlderThan)
+		}
+		r := storage.RetentionRule{
+			Repositories:      rc.Repositories,
+			KeepLast:          rc.KeepLast,
+			KeepTags:          rc.KeepTags,
+			TagsOlderThan:     rc.TagsOlderThan,
+			UntaggedOlderThan: rc.UntaggedOlderThan,
+		}
+		if err := r.Compile(); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", key, err)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+// gcOptions maps storage.gc onto a collection's options (the config is
+// valid: loadConfig checked it).
+func (c *Config) gcOptions() storage.GCOptions {
+	rules, _ := c.retentionRules()
+	return storage.GCOptions{
+		DeleteUntagged: c.Storage.GC.DeleteUntagged,
+		DryRun:         c.Storage.GC.DryRun,
+		Retention:      rules,
+	}
+}
+
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
@@ -212,23 +366,27 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-func newLogger(c Config) *slog.Logger {
+// newLogger is the configured logger, writing to w.
+func newLogger(c Config, w io.Writer) *slog.Logger {
 	level, _ := parseLevel(c.Log.Level)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Log.Formatter == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // storageOptions maps the configuration onto the store's options: a
 // request on a busy upload session outwaits the body idle timeout by a
-// quarter, so a stalled request holding the session is always cut first.
+// quarter, so a stalled request holding the session is always cut first;
+// the grace period is set whether or not this registry collects, since
+// collections elsewhere (another replica, the CLI) rely on it.
 func (c *Config) storageOptions() storage.Options {
-	if c.HTTP.BodyIdleTimeout < 0 {
-		return storage.Options{}
+	opts := storage.Options{GracePeriod: c.Storage.GC.GracePeriod}
+	if c.HTTP.BodyIdleTimeout >= 0 {
+		opts.UploadWait = c.HTTP.BodyIdleTimeout + c.HTTP.BodyIdleTimeout/4
 	}
-	return storage.Options{UploadWait: c.HTTP.BodyIdleTimeout + c.HTTP.BodyIdleTimeout/4}
+	return opts
 }
 
 // tlsConfig maps the http.tls section onto tlsutil's Config.

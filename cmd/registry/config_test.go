@@ -6,9 +6,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/storage"
 )
 
 func TestConfigDefaultsAndUnknownKeys(t *testing.T) {
@@ -183,5 +186,140 @@ func TestConfigBodyIdleTimeout(t *testing.T) {
 	t.Setenv("REGISTRY_HTTP_BODYIDLETIMEOUT", "0s")
 	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "http.bodyidletimeout") {
 		t.Fatalf("0 accepted or not named: %v", err)
+	}
+}
+
+func TestConfigGCDefaults(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, up := c.Storage.GC, c.Storage.Maintenance.UploadPurging
+	if gc.Enabled || gc.Interval != 24*time.Hour || gc.GracePeriod != time.Hour || gc.DeleteUntagged || gc.DryRun || len(gc.Retention) != 0 {
+		t.Fatalf("storage.gc defaults: %+v", gc)
+	}
+	if !up.Enabled || up.Age != 168*time.Hour || up.Interval != 24*time.Hour || up.DryRun {
+		t.Fatalf("storage.maintenance.uploadpurging defaults (Distribution's): %+v", up)
+	}
+	if g := c.storageOptions().GracePeriod; g != time.Hour {
+		t.Fatalf("grace period passed to storage: %v", g)
+	}
+}
+
+func TestConfigGCKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte(`version: 0.1
+storage:
+  gc:
+    enabled: true
+    interval: 6h
+    graceperiod: 2h
+    deleteuntagged: true
+    dryrun: true
+    retention:
+      - repositories: "team/**"
+        keeplast: 10
+        keeptags: "^v[0-9]+"
+        tagsolderthan: 720h
+        untaggedolderthan: 168h
+      - repositories: "*"
+        keeplast: 3
+  maintenance:
+    uploadpurging:
+      enabled: false
+      age: 48h
+      interval: 12h
+      dryrun: true
+`), 0o600)
+	c, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, up := c.Storage.GC, c.Storage.Maintenance.UploadPurging
+	if !gc.Enabled || gc.Interval != 6*time.Hour || gc.GracePeriod != 2*time.Hour || !gc.DeleteUntagged || !gc.DryRun {
+		t.Fatalf("storage.gc: %+v", gc)
+	}
+	if up.Enabled || up.Age != 48*time.Hour || up.Interval != 12*time.Hour || !up.DryRun {
+		t.Fatalf("storage.maintenance.uploadpurging (an explicit enabled: false must stick): %+v", up)
+	}
+	if g := c.storageOptions().GracePeriod; g != 2*time.Hour {
+		t.Fatalf("grace period passed to storage: %v", g)
+	}
+	opts := c.gcOptions()
+	if !opts.DeleteUntagged || !opts.DryRun || len(opts.Retention) != 2 {
+		t.Fatalf("gc options: %+v", opts)
+	}
+	want := storage.RetentionRule{Repositories: "team/**", KeepLast: 10, KeepTags: "^v[0-9]+",
+		TagsOlderThan: 720 * time.Hour, UntaggedOlderThan: 168 * time.Hour}
+	if err := want.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := opts.Retention[0]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("rule 0 = %+v, want %+v", got, want)
+	}
+	if r := opts.Retention[1]; r.Repositories != "*" || r.KeepLast != 3 || r.KeepTags != "" || r.TagsOlderThan != 0 {
+		t.Fatalf("rule 1 = %+v", r)
+	}
+
+	// The environment overrides each key, the retention list as one value.
+	t.Setenv("REGISTRY_STORAGE_GC_ENABLED", "false")
+	t.Setenv("REGISTRY_STORAGE_GC_GRACEPERIOD", "90s")
+	t.Setenv("REGISTRY_STORAGE_GC_INTERVAL", "30m")
+	t.Setenv("REGISTRY_STORAGE_GC_DELETEUNTAGGED", "false")
+	t.Setenv("REGISTRY_STORAGE_GC_RETENTION", `[{repositories: "a/*", keeplast: 2, tagsolderthan: 1h}]`)
+	t.Setenv("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED", "true")
+	t.Setenv("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "3h")
+	if c, err = loadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	gc, up = c.Storage.GC, c.Storage.Maintenance.UploadPurging
+	if gc.Enabled || gc.GracePeriod != 90*time.Second || gc.Interval != 30*time.Minute || gc.DeleteUntagged || !gc.DryRun {
+		t.Fatalf("storage.gc from the environment: %+v", gc)
+	}
+	if len(gc.Retention) != 1 || gc.Retention[0] != (RetentionConfig{Repositories: "a/*", KeepLast: 2, TagsOlderThan: time.Hour}) {
+		t.Fatalf("retention from the environment: %+v", gc.Retention)
+	}
+	if !up.Enabled || up.Age != 3*time.Hour || up.Interval != 12*time.Hour {
+		t.Fatalf("uploadpurging from the environment: %+v", up)
+	}
+	if g := c.storageOptions().GracePeriod; g != 90*time.Second {
+		t.Fatalf("grace period passed to storage: %v", g)
+	}
+
+	// Without a file, the environment alone turns purging off.
+	t.Setenv("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED", "false")
+	if c, err = loadConfig(""); err != nil || c.Storage.Maintenance.UploadPurging.Enabled {
+		t.Fatalf("uploadpurging.enabled=false from the environment: %v, %+v", err, c.Storage.Maintenance.UploadPurging)
+	}
+}
+
+func TestConfigGCValidation(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, want string
+	}{
+		{"storage: {gc: {interval: -1h}}", "storage.gc.interval"},
+		{"storage: {gc: {interval: 0s}}", "storage.gc.interval"},
+		{"storage: {gc: {graceperiod: -5m}}", "storage.gc.graceperiod"},
+		{"storage: {gc: {graceperiod: 0s}}", "storage.gc.graceperiod"},
+		{"storage: {maintenance: {uploadpurging: {age: -1h}}}", "storage.maintenance.uploadpurging.age"},
+		{"storage: {maintenance: {uploadpurging: {interval: -24h}}}", "storage.maintenance.uploadpurging.interval"},
+		{"storage: {gc: {retention: [{keeptags: '^v[0-9'}]}}", "storage.gc.retention[0]"},
+		{"storage: {gc: {retention: [{keeplast: 1}, {repositories: 'a/**', keeplast: -1}]}}", "storage.gc.retention[1].keeplast"},
+		{"storage: {gc: {retention: [{tagsolderthan: -1h}]}}", "storage.gc.retention[0].tagsolderthan"},
+		{"storage: {gc: {retention: [{untaggedolderthan: -1h}]}}", "storage.gc.retention[0].untaggedolderthan"},
+		{"storage: {gc: {retention: [{keeplast: 1, keep: 2}]}}", "keep"},
+		{"storage: {gc: {enable: true}}", "enable"},
+		{"storage: {maintenance: {readonly: {enabled: true}}}", "readonly"},
+	} {
+		path := filepath.Join(t.TempDir(), "config.yml")
+		os.WriteFile(path, []byte("version: 0.1\n"+tc.yaml+"\n"), 0o600)
+		_, err := loadConfig(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %s", tc.yaml, err, tc.want)
+		}
+	}
+	t.Setenv("REGISTRY_STORAGE_GC_RETENTION", `[{keeptags: "("}]`)
+	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "storage.gc.retention[0]") {
+		t.Fatalf("a bad pattern from the environment: %v", err)
 	}
 }

@@ -1,6 +1,9 @@
 // Command registry serves the OCI Distribution API.
 //
 //	registry serve [config.yml]
+//	registry garbage-collect [--dry-run] [--delete-untagged] [config.yml]
+//	registry repository delete NAME [config.yml]
+//	registry purge-uploads [--dry-run] [config.yml]
 //	registry version
 package main
 
@@ -59,9 +62,12 @@ func rootCommand() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, newLogger(cfg), nil)
+			return serve(ctx, cfg, newLogger(cfg, os.Stderr), nil)
 		},
 	})
+	root.AddCommand(garbageCollectCommand())
+	root.AddCommand(repositoryCommand())
+	root.AddCommand(purgeUploadsCommand())
 	root.AddCommand(cli.CertsCommand("registry", "5000"))
 	root.AddCommand(&cobra.Command{
 		Use:   "healthcheck [config.yml]",
@@ -137,8 +143,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if err != nil {
 		return err
 	}
+	store := storage.NewWithOptions(drv, cfg.storageOptions())
 	handler := registry.New(registry.Config{
-		Store:           storage.NewWithOptions(drv, cfg.storageOptions()),
+		Store:           store,
 		Logger:          apiLog,
 		Authorizer:      authz,
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
@@ -180,6 +187,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		}
 		defer debug.Close()
 	}
+	// Scheduled collection and purging stop before the driver closes,
+	// and also when serve returns early with an error.
+	mctx, stopMaintenance := context.WithCancel(ctx)
+	waitMaintenance := startMaintenance(mctx, cfg, store, log)
+	defer func() {
+		stopMaintenance()
+		waitMaintenance()
+	}()
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
 	if !tlsOn {

@@ -19,7 +19,8 @@ import (
 // decodes the file at path (skipped when path is empty), rejecting keys that
 // cfg does not have, then applies overrides from the environment: a variable
 // named PREFIX_KEY_SUBKEY (upper case, path joined by "_") replaces that key,
-// its value parsed as YAML so lists and numbers work. Variables with the
+// its value parsed as YAML so lists and numbers work, with unknown keys
+// rejected as in the file. Variables with the
 // prefix that name no key are ignored: orchestrators inject such names
 // (Kubernetes sets REGISTRY_PORT for a service called "registry").
 func Load(path, prefix string, cfg any) error {
@@ -82,7 +83,9 @@ func applyEnv(name string, v reflect.Value, env map[string]string) error {
 		key := name + "_" + strings.ToUpper(tag)
 		fv := v.Field(i)
 		if val, ok := env[key]; ok {
-			if err := yaml.Unmarshal([]byte(val), fv.Addr().Interface()); err != nil {
+			// As strict as the file: a mistyped key inside a value (a
+			// list of rules) is an error, not a setting silently lost.
+			if err := Decode([]byte(val), fv.Addr().Interface()); err != nil {
 				return fmt.Errorf("config: environment variable %s: %w", key, err)
 			}
 			continue

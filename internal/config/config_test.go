@@ -9,7 +9,11 @@ import (
 
 type testConfig struct {
 	Version string `yaml:"version"`
-	HTTP    struct {
+	Rules   []struct {
+		Name string `yaml:"name"`
+		Keep int    `yaml:"keep"`
+	} `yaml:"rules"`
+	HTTP struct {
 		Addr  string   `yaml:"addr"`
 		Hosts []string `yaml:"hosts"`
 		TLS   struct {
@@ -63,5 +67,20 @@ func TestBadEnvValue(t *testing.T) {
 	err := ApplyEnv("X", &c, []string{"X_LIMIT=notanumber"})
 	if err == nil || !strings.Contains(err.Error(), "X_LIMIT") {
 		t.Fatalf("want error naming variable, got %v", err)
+	}
+}
+
+func TestEnvValueKeysStrict(t *testing.T) {
+	var c testConfig
+	if err := ApplyEnv("X", &c, []string{"X_RULES=[{name: a, keep: 2}]"}); err != nil || len(c.Rules) != 1 || c.Rules[0].Keep != 2 {
+		t.Fatalf("a list of mappings from the environment: %v, %+v", err, c.Rules)
+	}
+	err := ApplyEnv("X", &c, []string{"X_RULES=[{name: a, kep: 2}]"})
+	if err == nil || !strings.Contains(err.Error(), "kep") || !strings.Contains(err.Error(), "X_RULES") {
+		t.Fatalf("want an error naming the variable and the unknown key, got %v", err)
+	}
+	c.HTTP.Addr = ":5000"
+	if err := ApplyEnv("X", &c, []string{"X_HTTP_ADDR="}); err != nil || c.HTTP.Addr != ":5000" {
+		t.Fatalf("an empty value: %v, addr %q (want it left alone, as before)", err, c.HTTP.Addr)
 	}
 }
