@@ -145,23 +145,18 @@ func (s *Store) CollectGarbage(ctx context.Context, opts GCOptions) (GCReport, e
 	if c.workers <= 0 {
 		c.workers = 8
 	}
-	if !opts.DryRun {
-		locked, unlock, err := s.lockGC(ctx)
-		if err != nil {
-			return GCReport{}, err
-		}
-		defer unlock()
-		ctx = locked
-		c.t0 = time.Now()
-		if err := c.removeStaleMarkers(ctx); err != nil {
-			return GCReport{}, err
-		}
-	}
-	err := c.run(ctx)
-	c.report.Duration = time.Since(c.t0)
+	start := c.t0
+	err := c.lockAndRun(ctx)
+	c.report.Duration = time.Since(start)
 	r := c.report
 	level := slog.LevelInfo
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrGCRunning):
+		c.log.InfoContext(ctx, "garbage collection skipped: another one is running on this store", "reason", err)
+		return r, err
+	case err != nil && ctx.Err() != nil:
+		level = slog.LevelWarn // stopped by shutdown
+	case err != nil:
 		level = slog.LevelError
 	}
 	c.log.Log(ctx, level, "garbage collection", "dryrun", opts.DryRun, "repositories", r.Repositories,
@@ -169,6 +164,24 @@ func (s *Store) CollectGarbage(ctx context.Context, opts GCOptions) (GCReport, e
 		"manifests_deleted", r.ManifestsDeleted, "tags_deleted", r.TagsDeleted, "links_deleted", r.LinksDeleted,
 		"kept", r.Kept, "failed", r.Failed, "duration", r.Duration, "err", err)
 	return r, err
+}
+
+// lockAndRun takes the collection lock (a dry run changes nothing and
+// needs none), clears what a killed collection left, and runs.
+func (c *collection) lockAndRun(ctx context.Context) error {
+	if !c.opts.DryRun {
+		locked, unlock, err := c.s.lockGC(ctx)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		ctx = locked
+		c.t0 = time.Now()
+		if err := c.removeStaleMarkers(ctx); err != nil {
+			return err
+		}
+	}
+	return c.run(ctx)
 }
 
 func (c *collection) run(ctx context.Context) error {
@@ -517,7 +530,9 @@ func (m *marker) done(ctx context.Context) {
 	if m.c.opts.DryRun || m.c.opts.Unsafe {
 		return
 	}
-	if err := m.c.s.d.Delete(ctx, m.p); err != nil && !errors.Is(err, driver.ErrNotFound) {
+	// Removed even when the collection is being cancelled: a marker left
+	// behind holds requests on its digest for doomedTTL.
+	if err := m.c.s.d.Delete(context.WithoutCancel(ctx), m.p); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		m.c.log.Warn("garbage collection: removing a doomed marker", "path", m.p, "err", err)
 	}
 }
@@ -580,10 +595,6 @@ func (c *collection) failed(ctx context.Context, what string, err error) {
 func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (bool, error) {
 	seen := r.tags[tag]
 	rm := Removal{Kind: "tag", Repository: r.name, Tag: tag, Digest: seen.target}
-	if c.opts.DryRun {
-		c.removed(rm)
-		return true, nil
-	}
 	mk, err := c.doom(ctx, doomedTagPath(r.name, tag))
 	if err != nil {
 		return false, err
@@ -604,6 +615,10 @@ func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (b
 		return false, nil
 	}
 	testHook("tag deleting", seen.target)
+	if c.opts.DryRun {
+		c.removed(rm)
+		return true, nil
+	}
 	if err := c.s.d.Delete(ctx, tagPath(r.name, tag)); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		c.failed(ctx, "removing tag "+r.name+":"+tag, err)
 		return false, nil
@@ -617,10 +632,6 @@ func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (b
 // lists it renews its lease, and a push of it rewrites its revision link.
 func (c *collection) removeManifest(ctx context.Context, r *repoState, m digest.Digest, age time.Duration) (bool, error) {
 	rm := Removal{Kind: "manifest", Repository: r.name, Digest: m}
-	if c.opts.DryRun {
-		c.removed(rm)
-		return true, nil
-	}
 	mk, err := c.doom(ctx, doomedPath(m))
 	if err != nil {
 		return false, err
@@ -637,6 +648,10 @@ func (c *collection) removeManifest(ctx context.Context, r *repoState, m digest.
 	if leased || youngLink || !mk.live() {
 		c.count(&c.report.Kept)
 		return false, nil
+	}
+	if c.opts.DryRun {
+		c.removed(rm)
+		return true, nil
 	}
 	if rf := c.manifests[m]; rf.subject != "" {
 		if err := c.s.d.Delete(ctx, referrerLinkPath(r.name, rf.subject, m)); err != nil && !errors.Is(err, driver.ErrNotFound) {

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
 )
 
@@ -623,7 +624,16 @@ func TestGCLock(t *testing.T) {
 	if _, err := s.CollectGarbage(ctx, GCOptions{}); !errors.Is(err, ErrGCRunning) {
 		t.Errorf("with a live holder: %v, want ErrGCRunning", err)
 	}
-	write(gcLock{ID: "x", Host: host, PID: deadPID(t), Expires: time.Now().Add(time.Minute)})
+	dead := deadPID(t)
+	if ns := osfile.PIDNamespace(); ns != "" {
+		// A process of another PID namespace (another container with the
+		// same host name) cannot be told dead.
+		write(gcLock{ID: "x", Host: host, PID: dead, PIDNS: ns + "-other", Expires: time.Now().Add(time.Minute)})
+		if _, err := s.CollectGarbage(ctx, GCOptions{}); !errors.Is(err, ErrGCRunning) {
+			t.Errorf("with a holder in another PID namespace: %v, want ErrGCRunning", err)
+		}
+	}
+	write(gcLock{ID: "x", Host: host, PID: dead, PIDNS: osfile.PIDNamespace(), Expires: time.Now().Add(time.Minute)})
 	if _, err := s.CollectGarbage(ctx, GCOptions{}); err != nil {
 		t.Errorf("with a dead holder: %v", err)
 	}

@@ -18,7 +18,9 @@ import (
 // registry and the garbage-collect command) from running at once on one
 // store, with nothing but the driver's reads and writes: a collection
 // reads the lock, writes its own when there is none (or it expired, or
-// names a dead process of this machine), waits lockSettle, and reads it
+// names a dead process of this machine: same host name and PID namespace,
+// so a container that shares the host's name is not mistaken for it),
+// waits lockSettle, and reads it
 // back. Of collections that raced, the last writer finds its own lock and
 // runs; the others find another's and give up. A writer whose read was
 // more than lockSettle/2 before its write starts over, so a writer that
@@ -33,6 +35,7 @@ type gcLock struct {
 	ID      string    `json:"id"`
 	Host    string    `json:"host"`
 	PID     int       `json:"pid"`
+	PIDNS   string    `json:"pidns,omitempty"`
 	Expires time.Time `json:"expires"`
 }
 
@@ -44,7 +47,7 @@ func (s *Store) lockGC(ctx context.Context) (context.Context, func(), error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	host, _ := os.Hostname()
-	mine := gcLock{ID: hex.EncodeToString(b[:]), Host: host, PID: os.Getpid()}
+	mine := gcLock{ID: hex.EncodeToString(b[:]), Host: host, PID: os.Getpid(), PIDNS: osfile.PIDNamespace()}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
 			return nil, nil, errors.New("storage: the store is too slow to take the collection lock")
@@ -54,7 +57,8 @@ func (s *Store) lockGC(ctx context.Context) (context.Context, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		if cur != nil && time.Now().Before(cur.Expires) && !(cur.Host == host && !osfile.ProcessAlive(cur.PID)) {
+		dead := cur != nil && cur.Host == mine.Host && cur.PIDNS == mine.PIDNS && !osfile.ProcessAlive(cur.PID)
+		if cur != nil && time.Now().Before(cur.Expires) && !dead {
 			return nil, nil, fmt.Errorf("%w (process %d on %s, until %s)", ErrGCRunning, cur.PID, cur.Host, cur.Expires.Format(time.RFC3339))
 		}
 		mine.Expires = time.Now().Add(lockTTL)

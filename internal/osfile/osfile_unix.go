@@ -79,3 +79,14 @@ func ProcessAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
+
+// PIDNamespace names this process's PID namespace on Linux (processes in
+// different containers on one host may share a host name but not a PID
+// namespace); "" where it cannot be told.
+func PIDNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return ns
+}

@@ -331,3 +331,6 @@ func ProcessAlive(pid int) bool {
 	const stillActive = 259
 	return code == stillActive
 }
+
+// PIDNamespace is "" on Windows, where it cannot be told.
+func PIDNamespace() string { return "" }
