@@ -65,7 +65,7 @@ func (h *Handler) getTags(c *gin.Context, r Route) error {
 	return writeJSON(c, "application/json", struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
-	}{r.Name, tags})
+	}{r.Name, nonNil(tags)})
 }
 
 func (h *Handler) getCatalog(c *gin.Context) error {
@@ -99,4 +99,12 @@ func (h *Handler) getReferrers(c *gin.Context, r Route) error {
 		MediaType: v1.MediaTypeImageIndex,
 		Manifests: descs,
 	})
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

@@ -42,7 +42,7 @@ func (s *Store) Tags(ctx context.Context, name string, page Page) ([]string, boo
 		return nil, false, err
 	}
 	if tags == nil {
-		if ok, err := s.exists(ctx, repoPath(name)); err != nil || !ok {
+		if ok, err := s.repositoryExists(ctx, name); err != nil || !ok {
 			if err == nil {
 				err = ErrNameUnknown
 			}
@@ -51,6 +51,17 @@ func (s *Store) Tags(ctx context.Context, name string, page Page) ([]string, boo
 	}
 	tags, more := page.apply(tags)
 	return tags, more, nil
+}
+
+// repositoryExists reports whether repository name has any content of its
+// own (a directory of a nested repository, "name/sub", does not count).
+func (s *Store) repositoryExists(ctx context.Context, name string) (bool, error) {
+	for _, dir := range []string{"_manifests", "_layers", "_uploads"} {
+		if ok, err := s.exists(ctx, path.Join(repoPath(name), dir)); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
