@@ -28,9 +28,10 @@ const (
 	KindUploadStart             // /v2/<name>/blobs/uploads/
 	KindUpload                  // /v2/<name>/blobs/uploads/<id>
 	KindReferrers               // /v2/<name>/referrers/<digest>
+	KindRepository              // /v2/<name>/ (Berth's: DELETE removes the repository)
 )
 
-var kindNames = [...]string{"base", "catalog", "tags", "manifest", "blob", "upload-start", "upload", "referrers"}
+var kindNames = [...]string{"base", "catalog", "tags", "manifest", "blob", "upload-start", "upload", "referrers", "repository"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -88,6 +89,11 @@ func ParseRoute(p string) (Route, error) {
 		r.Kind, nameParts = KindBlob, parts[:n-2]
 	case n >= 3 && parts[n-2] == "referrers":
 		r.Kind, nameParts = KindReferrers, parts[:n-2]
+	case n >= 2 && last == "" && !routeWord(parts[n-2]):
+		// "/v2/a/manifests/" is a manifest path missing its reference
+		// more likely than repository "a/manifests": such a repository is
+		// deleted with the registry's command, not over the API.
+		r.Kind, nameParts = KindRepository, parts[:n-1]
 	default:
 		return Route{}, errRouteUnknown
 	}
@@ -112,6 +118,15 @@ func ParseRoute(p string) (Route, error) {
 	return r, nil
 }
 
+// routeWord reports whether s is a path element the API's routes end with.
+func routeWord(s string) bool {
+	switch s {
+	case "manifests", "blobs", "uploads", "tags", "list", "referrers":
+		return true
+	}
+	return false
+}
+
 // Path returns the path after "/v2" that addresses r: the inverse of
 // ParseRoute, which parses it back to r.
 func (r Route) Path() string {
@@ -132,6 +147,8 @@ func (r Route) Path() string {
 		return "/" + r.Name + "/blobs/uploads/" + r.UploadID
 	case KindReferrers:
 		return "/" + r.Name + "/referrers/" + r.Digest.String()
+	case KindRepository:
+		return "/" + r.Name + "/"
 	}
 	return ""
 }

@@ -47,8 +47,13 @@ func parseRouteTests() []routeTest {
 		{"/./manifests/latest", Route{}, storage.ErrNameInvalid},
 		{"/Upper/manifests/latest", Route{}, storage.ErrNameInvalid},
 		{"/a//b/manifests/latest", Route{}, storage.ErrNameInvalid},
-		{"/a/manifests/b/", Route{}, errRouteUnknown},
+		// The repository itself (DELETE only), matched like the rest from
+		// the right, but not when the name would end in a route word.
+		{"/team/app/", Route{Kind: KindRepository, Name: "team/app"}, nil},
+		{"/a/manifests/b/", Route{Kind: KindRepository, Name: "a/manifests/b"}, nil},
 		{"/a/manifests/", Route{}, errRouteUnknown},
+		{"/a/tags/", Route{}, errRouteUnknown},
+		{"/A/", Route{}, storage.ErrNameInvalid},
 		{"/-a/manifests/latest", Route{}, storage.ErrNameInvalid},
 		{"/a-/manifests/latest", Route{}, storage.ErrNameInvalid},
 		{"/a..b/manifests/latest", Route{}, storage.ErrNameInvalid},
@@ -112,6 +117,7 @@ func TestRouteAccess(t *testing.T) {
 		{Route{Kind: KindUpload, Name: "a"}, "GET", nil, []Access{repo("a", pushPull)}},
 		{Route{Kind: KindUpload, Name: "a"}, "PATCH", nil, []Access{repo("a", pushPull)}},
 		{Route{Kind: KindUpload, Name: "a"}, "DELETE", nil, []Access{repo("a", pushPull)}},
+		{Route{Kind: KindRepository, Name: "a"}, "DELETE", nil, []Access{repo("a", []string{"delete"})}},
 	}
 	for _, tc := range tests {
 		got := tc.route.Access(tc.method, tc.query)

@@ -179,6 +179,10 @@ func (h *Handler) dispatch(c *gin.Context, r Route) error {
 		if m == http.MethodGet {
 			return h.getReferrers(c, r)
 		}
+	case KindRepository:
+		if m == http.MethodDelete {
+			return h.deleteRepository(c, r)
+		}
 	case KindManifest:
 		switch m {
 		case http.MethodGet, http.MethodHead:
