@@ -234,7 +234,7 @@ func (c *collection) run(ctx context.Context) error {
 }
 
 // testHook lets tests act at given moments of a collection: "marked"
-// (reachability known, nothing swept yet), "doomed" (a blob's marker
+// (reachability known, tags and manifests swept, blobs not yet), "doomed" (a blob's marker
 // written, its lease not read yet), "deleting" (the lease read, the blob
 // about to be deleted), and "tag doomed", "tag deleting" likewise for a
 // tag that retention removes (with the digest it pointed at).
