@@ -45,13 +45,20 @@ import (
 // order after a crash) and is retried at the next rotation, settle, Close
 // or by the driver's probe.
 //
+// Only journals of an earlier boot are replayed: one whose process died
+// while the machine ran on is finished without replay (see boot.go).
+//
 //	<root>/.journal/tmp/.tmp-*             PutContent's files before their
 //	                                        rename; older than tempMaxAge:
 //	                                        a crashed write's, removed
-//	<root>/.journal/<opened>-<seq>-<pid>   one file per generation, locked by
+//	<root>/.journal/<opened>-<seq>-<pid>-<boot>
+//	                                        one file per generation, locked by
 //	                                        the process writing it; <opened>
 //	                                        is when that process opened the
-//	                                        journal, in hex nanoseconds
+//	                                        journal, in hex nanoseconds, and
+//	                                        <boot> the machine's boot it ran
+//	                                        in (see boot.go; absent where it
+//	                                        cannot be told)
 const (
 	journalDir       = ".journal"
 	journalTempDir   = "tmp"
@@ -157,7 +164,11 @@ func openJournal(root string) (*journal, error) {
 func (j *journal) newGenerationLocked() (name string, seq int) {
 	seq = j.next
 	j.next++
-	return filepath.Join(j.dir, fmt.Sprintf("%016x-%010d-%d", j.opened, seq, os.Getpid())), seq
+	name = fmt.Sprintf("%016x-%010d-%d", j.opened, seq, os.Getpid())
+	if currentBoot != "" {
+		name += "-" + currentBoot
+	}
+	return filepath.Join(j.dir, name), seq
 }
 
 // createGeneration creates, locks and preallocates a journal file.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -379,6 +380,43 @@ func journalWriterChild(root string) {
 			}
 			fmt.Fprintf(out, "%s %d\n", p, step)
 			out.Flush()
+		}
+	}
+}
+
+// TestReplayOnlyAfterReboot: the journal of a process that died in this
+// boot is not replayed (its applied changes are in the page cache, and
+// other processes may have written the same paths since); one of an
+// earlier boot is. Both are removed.
+func TestReplayOnlyAfterReboot(t *testing.T) {
+	if currentBoot == "" {
+		t.Skip("this system's boot cannot be told")
+	}
+	root := t.TempDir()
+	other := "0" + currentBoot[1:]
+	if other == currentBoot {
+		other = "1" + currentBoot[1:]
+	}
+	if runtime.GOOS == "windows" {
+		n, _ := strconv.ParseInt(currentBoot[1:], 10, 64)
+		other = "w" + strconv.FormatInt(n-3600, 10)
+	}
+	// A newer write that a dead process of this boot had deleted before.
+	if err := os.MkdirAll(filepath.Join(root, "newer"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "newer", "link"), []byte("pushed since"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plantJournal(t, root, "0000000000000001-0000000001-7-"+currentBoot, appendRecord(nil, opDelete, "/newer", nil))
+	plantJournal(t, root, "0000000000000002-0000000001-8-"+other, appendRecord(nil, opPut, "/crashed/link", []byte("acknowledged")))
+	d := mustNew(t, root)
+	defer d.Close()
+	wantContent(t, d, "/newer/link", "pushed since")
+	wantContent(t, d, "/crashed/link", "acknowledged")
+	for _, f := range journalFiles(t, root) {
+		if strings.HasPrefix(f, "000000000000000") {
+			t.Errorf("dead journal %s is left", f)
 		}
 	}
 }

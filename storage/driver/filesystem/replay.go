@@ -81,7 +81,9 @@ func readRecords(r io.Reader) []record {
 }
 
 // recover replays, oldest first, every journal file that no live process
-// holds, makes the result durable and removes the files. Each file stays
+// holds and that an earlier boot of the machine wrote, makes the result
+// durable and removes the files; a journal of a process that died in this
+// boot is made durable without replay (see boot.go). Each file stays
 // open and locked until it is removed, so another process starting on the
 // same directory cannot replay it a second time, over writes made since:
 // the files are opened sharing deletion, which lets Windows remove a file
@@ -111,9 +113,12 @@ func (j *journal) recover() error {
 			continue
 		}
 		files = append(files, f)
+		replay := !sameBootAsNow(journalBoot(e.Name()))
 		for _, r := range readRecords(f) {
-			if err := j.apply(r); err != nil {
-				return err
+			if replay {
+				if err := j.apply(r); err != nil {
+					return err
+				}
 			}
 			touched = append(touched, r.path)
 		}
@@ -130,6 +135,16 @@ func (j *journal) recover() error {
 		}
 	}
 	return syncDir(j.dir)
+}
+
+// journalBoot is the boot part of a journal file's name, "" when it has
+// none.
+func journalBoot(name string) string {
+	parts := strings.Split(name, "-")
+	if len(parts) < 4 {
+		return ""
+	}
+	return parts[3]
 }
 
 // apply redoes a replayed record.
