@@ -723,18 +723,11 @@ func copyTree(t *testing.T, src, dst string) {
 // TestGCKilledCollectorJournalReplay: a collector killed after it removed
 // an image's blobs, before its journal was checkpointed; the registry,
 // still running, is pushed the same image again; then another process
-// opens the store (the next collection, a replica starting) and replays
-// the dead collector's journal.
-//
-// The replay deletes the blobs again, under the manifest the registry
-// acknowledged since: the journal redoes a dead process's deletions over
-// newer writes of processes that outlived it. A known bug of the
-// filesystem driver that collections expose; the test runs when
-// BERTH_TEST_KNOWN_BUGS is set.
+// opens the store (the next collection, a replica starting). Replaying the
+// dead collector's journal there deleted the blobs again, under the
+// manifest the registry had acknowledged since; journals of a process
+// that died in this boot are no longer replayed (filesystem/boot.go).
 func TestGCKilledCollectorJournalReplay(t *testing.T) {
-	if os.Getenv("BERTH_TEST_KNOWN_BUGS") == "" {
-		t.Skip("known bug: replaying a killed collector's journal deletes blobs pushed since; set BERTH_TEST_KNOWN_BUGS=1 to run")
-	}
 	if testing.Short() {
 		t.Skip("runs a collector in a child process")
 	}
