@@ -20,7 +20,14 @@ func manifestLocation(name string, dg digest.Digest) string {
 }
 
 func (h *Handler) getManifest(c *gin.Context, r Route) error {
-	m, err := h.store.GetManifest(c.Request.Context(), r.Name, r.Reference)
+	get := h.store.GetManifest
+	if c.Request.Method == http.MethodHead && r.Digest != "" {
+		// A client asking whether a manifest exists by digest is about to
+		// rely on it (a push skips an index's child that exists); a pull
+		// needs no promise.
+		get = h.store.CheckManifest
+	}
+	m, err := get(c.Request.Context(), r.Name, r.Reference)
 	if err != nil {
 		return err
 	}

@@ -74,10 +74,17 @@ func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Dige
 	if err := ValidateName(name); err != nil {
 		return 0, err
 	}
+	// The blob must exist before it is leased (a lease for content that
+	// does not exist is litter), and again after (see lease.go).
 	if from != "" {
 		if _, err := s.StatBlob(ctx, from, dg); err != nil {
 			return 0, err
 		}
+	} else if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || !ok {
+		if err == nil {
+			err = ErrBlobUnknown
+		}
+		return 0, err
 	}
 	if _, err := s.promise(ctx, dg); err != nil {
 		return 0, err

@@ -120,7 +120,8 @@ type refs struct {
 type collection struct {
 	s       *Store
 	opts    GCOptions
-	t0      time.Time
+	start   time.Time // when CollectGarbage was called
+	t0      time.Time // when the collection began, the lock taken
 	grace   time.Duration
 	log     *slog.Logger
 	workers int
@@ -137,7 +138,8 @@ type collection struct {
 // lease.go for why content a request relies on is never removed. Only
 // one collection runs on a store at a time (ErrGCRunning).
 func (s *Store) CollectGarbage(ctx context.Context, opts GCOptions) (GCReport, error) {
-	c := &collection{s: s, opts: opts, t0: time.Now(), grace: s.grace, log: opts.Logger,
+	now := time.Now()
+	c := &collection{s: s, opts: opts, start: now, t0: now, grace: s.grace, log: opts.Logger,
 		workers: opts.Workers, manifests: map[digest.Digest]*refs{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -145,9 +147,8 @@ func (s *Store) CollectGarbage(ctx context.Context, opts GCOptions) (GCReport, e
 	if c.workers <= 0 {
 		c.workers = 8
 	}
-	start := c.t0
 	err := c.lockAndRun(ctx)
-	c.report.Duration = time.Since(start)
+	c.report.Duration = time.Since(c.start)
 	r := c.report
 	level := slog.LevelInfo
 	switch {
@@ -553,10 +554,26 @@ func (c *collection) young(ctx context.Context, p string, age time.Duration) (bo
 // leased reports whether a request renewed dg's lease within the grace
 // period.
 func (c *collection) leased(ctx context.Context, dg digest.Digest) (bool, error) {
+	young, _, err := c.leasedSince(ctx, dg)
+	return young, err
+}
+
+// leasedSince is leased, and also reports whether the lease was renewed
+// since CollectGarbage was called (a request relied on dg meanwhile; the
+// filesystem's timestamps are coarser than the clock, so the lock's
+// second is a margin).
+func (c *collection) leasedSince(ctx context.Context, dg digest.Digest) (young, since bool, err error) {
 	if c.opts.Unsafe {
-		return false, nil
+		return false, false, nil
 	}
-	return c.young(ctx, leasePath(dg), c.grace)
+	fi, err := c.s.d.Stat(ctx, leasePath(dg))
+	if errors.Is(err, driver.ErrNotFound) {
+		return false, false, nil
+	}
+	if err != nil {
+		return true, false, err
+	}
+	return c.t0.Sub(fi.ModTime) < c.grace, fi.ModTime.After(c.start), nil
 }
 
 func (c *collection) removed(r Removal) {
@@ -698,15 +715,54 @@ func (c *collection) sweepBlobs(ctx context.Context, repos []*repoState, reachab
 			candidates = append(candidates, dg)
 		}
 	}
-	return c.each(ctx, len(candidates), func(i int) error {
+	if err := c.each(ctx, len(candidates), func(i int) error {
 		dg := candidates[i]
 		return c.removeBlob(ctx, dg, links[dg])
-	})
+	}); err != nil {
+		return err
+	}
+	return c.removeStrayLeases(ctx, blobs, links)
+}
+
+// removeStrayLeases removes the leases of digests that have neither
+// content nor links, once they are older than the grace period: left by a
+// crash between a lease and its content, or by an upload that did not
+// match its digest. Such a lease protects nothing; a request renewing it
+// now is placing new content, which its own age protects.
+func (c *collection) removeStrayLeases(ctx context.Context, blobs []digest.Digest, links map[digest.Digest][]string) error {
+	if c.opts.DryRun {
+		return nil
+	}
+	leases, err := c.s.listSharded(ctx, berthPath("leases"))
+	if err != nil {
+		return err
+	}
+	for _, dg := range leases {
+		if _, isBlob := slices.BinarySearch(blobs, dg); isBlob {
+			continue
+		}
+		if _, linked := links[dg]; linked {
+			continue
+		}
+		if young, err := c.young(ctx, leasePath(dg), c.grace); err != nil || young {
+			continue
+		}
+		if err := c.s.d.Delete(ctx, leasePath(dg)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			c.failed(ctx, "removing lease of "+dg.String(), err)
+		}
+	}
+	return nil
 }
 
 // listBlobs lists every digest under blobs/, sorted.
 func (s *Store) listBlobs(ctx context.Context) ([]digest.Digest, error) {
-	algs, err := s.d.List(ctx, path.Join(root, "blobs"))
+	return s.listSharded(ctx, path.Join(root, "blobs"))
+}
+
+// listSharded lists the digests of a tree <dir>/<alg>/<hex[:2]>/<hex>,
+// sorted.
+func (s *Store) listSharded(ctx context.Context, dir string) ([]digest.Digest, error) {
+	algs, err := s.d.List(ctx, dir)
 	if errors.Is(err, driver.ErrNotFound) {
 		return nil, nil
 	}
@@ -752,7 +808,10 @@ func (c *collection) removeBlob(ctx context.Context, dg digest.Digest, repos []s
 	if exists && c.t0.Sub(fi.ModTime) < c.grace {
 		return nil // new content, not referenced yet
 	}
-	if leased, err := c.leased(ctx, dg); err != nil || leased {
+	if leased, since, err := c.leasedSince(ctx, dg); err != nil || leased {
+		if since {
+			c.count(&c.report.Kept)
+		}
 		return err
 	}
 	if c.opts.DryRun {

@@ -226,9 +226,12 @@ func TestGCHandshake(t *testing.T) {
 				}
 			}
 		})
-		collect(t, s, GCOptions{})
+		rep, _ := collect(t, s, GCOptions{})
 		if _, err := s.CheckBlob(ctx, "a", layer); err != nil {
 			t.Errorf("a blob whose lease a request renewed during the collection is gone: %v", err)
+		}
+		if rep.Kept != 1 {
+			t.Errorf("report %+v: want 1 kept", rep)
 		}
 	})
 	t.Run("marker, then lease, then the collection reads it", func(t *testing.T) {
@@ -653,4 +656,70 @@ func deadPID(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return cmd.Process.Pid
+}
+
+// A client told by HEAD that an index's child exists can push the index,
+// although the child was an old untagged manifest when it asked and a
+// collection with DeleteUntagged ran in between.
+func TestGCKeepsWhatAManifestHeadPromised(t *testing.T) {
+	t.Parallel() // no test hook
+	for _, unsafe := range []bool{false, true} {
+		s, root := newGCStore(t)
+		child := image(t, s, "app", "child", nil)
+		res, err := s.PutManifest(ctx, "app", digest.FromBytes(child).String(), MediaTypeOCIManifest, child)
+		if err != nil {
+			t.Fatal(err)
+		}
+		age(t, root)
+		if _, err := s.CheckManifest(ctx, "app", res.Digest.String()); err != nil {
+			t.Fatal(err)
+		}
+		collect(t, s, GCOptions{DeleteUntagged: true, Unsafe: unsafe})
+		index := mustJSON(t, map[string]any{"schemaVersion": 2, "mediaType": MediaTypeOCIIndex,
+			"manifests": []v1.Descriptor{{MediaType: MediaTypeOCIManifest, Digest: res.Digest, Size: int64(len(child))}}})
+		_, err = s.PutManifest(ctx, "app", "latest", MediaTypeOCIIndex, index)
+		if unsafe {
+			var unknown *ManifestBlobUnknownError
+			if !errors.As(err, &unknown) {
+				t.Errorf("without the protocol the index push got %v, want a blob unknown error", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("index push after HEAD of its child and a collection: %v", err)
+		}
+		pullAll(t, s, "app", "latest")
+	}
+}
+
+// A lease without content (an upload that did not match its digest) goes
+// once it is older than the grace period; a mount of unknown content
+// leases nothing.
+func TestGCRemovesStrayLeases(t *testing.T) {
+	t.Parallel() // no test hook
+	s, root := newGCStore(t)
+	claimed := digest.FromString("what the client claimed")
+	if _, err := s.PutBlob(ctx, "a", claimed, strings.NewReader("something else")); err == nil {
+		t.Fatal("a blob that does not match its digest was stored")
+	}
+	unknown := digest.FromString("never stored")
+	if _, err := s.MountBlob(ctx, "a", "", unknown); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("mount of unknown content: %v", err)
+	}
+	lease := func(dg digest.Digest) string { return filepath.Join(root, filepath.FromSlash(leasePath(dg))) }
+	if _, err := os.Stat(lease(unknown)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a mount of unknown content left a lease: %v", err)
+	}
+	if _, err := os.Stat(lease(claimed)); err != nil {
+		t.Fatalf("the failed upload's lease: %v", err)
+	}
+	collect(t, s, GCOptions{})
+	if _, err := os.Stat(lease(claimed)); err != nil {
+		t.Errorf("a young stray lease was removed: %v", err)
+	}
+	age(t, root)
+	collect(t, s, GCOptions{})
+	if _, err := os.Stat(lease(claimed)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an old stray lease is still there: %v", err)
+	}
 }

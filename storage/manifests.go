@@ -466,6 +466,32 @@ func (s *Store) GetManifest(ctx context.Context, name, ref string) (*Manifest, e
 	return m, nil
 }
 
+// CheckManifest is GetManifest for a client that may rely on the answer:
+// one that asks whether an index's child exists before it pushes the
+// index. The manifest it returns is protected from garbage collection for
+// at least ¾ of the grace period, as CheckBlob's blobs are (see lease.go).
+func (s *Store) CheckManifest(ctx context.Context, name, ref string) (*Manifest, error) {
+	m, err := s.GetManifest(ctx, name, ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.promise(ctx, m.Digest); err != nil {
+		return nil, err
+	}
+	// Checked again after the promise, on storage: the cache would vouch
+	// for content a collection removed meanwhile.
+	if _, err := s.ResolveManifest(ctx, name, m.Digest.String()); err != nil {
+		return nil, err
+	}
+	if ok, err := s.exists(ctx, blobDataPath(m.Digest)); err != nil || !ok {
+		if err == nil {
+			err = ErrManifestUnknown
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
 // manifestCache keeps recently read manifests by digest. Content is
 // immutable, and every read still checks that the repository links the
 // digest, so an entry can never serve a deleted manifest.
