@@ -23,6 +23,7 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
 )
 
@@ -88,7 +89,10 @@ func TestGCKilledMidway(t *testing.T) {
 	// that the final collection has work too. Every collector after the
 	// first takes over the lock of a killed one.
 	root := pristine
-	const kills = 10
+	kills := 10
+	if testutil.UnderWine() {
+		kills = 6 // every process start and kill is slow there
+	}
 	left := full.total()
 	var last gcChildRun
 	for i := range kills {
@@ -221,7 +225,10 @@ func buildGCKillStore(t *testing.T, root string) []gcKillAck {
 	}
 	acked := []gcKillAck{{name: "base", ref: "v1"}}
 
-	const repos = 150
+	repos := 150
+	if testutil.UnderWine() {
+		repos = 60
+	}
 	var mu sync.Mutex
 	var g errgroup.Group
 	g.SetLimit(8)
