@@ -108,7 +108,7 @@ func TestScheduledGarbageCollection(t *testing.T) {
 // registry removes a session that stopped receiving data.
 func TestScheduledUploadPurge(t *testing.T) {
 	srv := startServerWith(t, t.TempDir(), func(c *Config) {
-		c.Storage.Maintenance.UploadPurging = UploadPurgingConfig{Enabled: true, Age: time.Second, Interval: 200 * time.Millisecond}
+		c.Storage.Maintenance.UploadPurging = UploadPurgingConfig{Enabled: true, Age: 3 * time.Second, Interval: 200 * time.Millisecond}
 	}, nil)
 	resp, _ := srv.do(t, http.MethodPost, srv.url("/v2/team/app/blobs/uploads/"), nil, nil)
 	loc := resp.Header.Get("Location")

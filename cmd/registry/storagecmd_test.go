@@ -473,8 +473,20 @@ func TestPurgeUploadsCommand(t *testing.T) {
 	if _, err := s.AppendUpload(t.Context(), "team/app", abandoned, 0, bytes.NewReader(randomBytes(10))); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeConfig(t, root, "", "  maintenance:\n    uploadpurging: {age: 1s}\n")
-	time.Sleep(2100 * time.Millisecond) // the start time is kept to the second
+	// Begun and last written two hours ago (Distribution's start time
+	// format), against an age of one hour: no timing depends on the
+	// machine's speed.
+	upload := filepath.Join(root, "docker", "registry", "v2", "repositories", "team", "app", "_uploads", abandoned)
+	then := time.Now().Add(-2 * time.Hour)
+	if err := os.WriteFile(filepath.Join(upload, "startedat"), []byte(then.UTC().Format(time.RFC3339)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"startedat", "data"} {
+		if err := os.Chtimes(filepath.Join(upload, f), then, then); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := writeConfig(t, root, "", "  maintenance:\n    uploadpurging: {age: 1h}\n")
 	fresh, err := s.StartUpload(t.Context(), "team/app")
 	if err != nil {
 		t.Fatal(err)
