@@ -5,7 +5,7 @@
 #   cmd/registry-bench/gc-sidebyside.sh [WORKDIR] [--rounds 3] [--berth BIN]
 #       [--distribution BIN] [--repos 10000] [--blobs 100000]
 #       [--unreferenced 0.2] [--untagged 0.1] [--seed 1] [--warm]
-#       [--modes "plain untagged"]
+#       [--modes "plain untagged"] [--quiet-wait 10]
 #
 # Builds registry-bench and, unless --berth names a binary, Berth's
 # registry from this tree; uses Distribution's v3.1.2 binary from --distribution,
@@ -17,7 +17,12 @@
 # runs the collection under /usr/bin/time -v, and counts what is left:
 # blob files and bytes, layer links, revision links. Berth runs first in
 # odd rounds, Distribution in even ones. After each round the lists of
-# remaining blob digests of the two are compared.
+# remaining blob digests of the two are compared. Before each collection
+# the script waits (at most --quiet-wait minutes, 0: not at all) until the
+# machine is quiet: under a fifth of a core busy over 5 s. Each run records
+# the 1-minute load average before it and the CPU time the rest of the
+# machine used while it ran (others_cpu_s: all busy CPU time, I/O workers
+# of the kernel included, less the collection's own user and system time).
 #
 # WORKDIR (default /tmp/berth-gc-sidebyside) gets results.tsv (one line per
 # run), gcdata.json (the generator's summary: what should be removed), the
@@ -28,7 +33,7 @@ DISTRIBUTION_VERSION=v3.1.2
 cd "$(dirname "$0")/../.."
 work=/tmp/berth-gc-sidebyside
 case ${1:-} in -*|'') ;; *) work=$1; shift ;; esac
-rounds=3 berth= dist= repos=10000 blobs=100000 unref=0.2 untagged=0.1 seed=1 warm=0 modes="plain untagged"
+rounds=3 berth= dist= repos=10000 blobs=100000 unref=0.2 untagged=0.1 seed=1 warm=0 modes="plain untagged" quiet=10
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) rounds=$2; shift ;;
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
 	--seed) seed=$2; shift ;;
 	--modes) modes=$2; shift ;;
 	--warm) warm=1 ;;
+	--quiet-wait) quiet=$2; shift ;;
 	*) echo "unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -85,6 +91,25 @@ count() {
 		END { printf "%d %d %d %d\n", nb, sb, nl, nr }'
 	[ -z "${2:-}" ] || sort -o "$2" "$2"
 }
+# busy: CPU seconds the machine has been busy since boot
+hz=$(getconf CLK_TCK)
+busy() {
+	awk -v hz="$hz" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
+# quiet_wait: wait, at most $quiet minutes, until the machine is quiet
+quiet_wait() {
+	[ "$quiet" -gt 0 ] || return 0
+	end=$(($(date +%s) + quiet * 60))
+	while :; do
+		a=$(busy)
+		sleep 5
+		awk -v a="$a" -v b="$(busy)" 'BEGIN { exit !((b - a) / 5 < 0.2) }' && return 0
+		if [ "$(date +%s)" -ge $end ]; then
+			echo "the machine stayed busy for $quiet minutes; measuring anyway" >&2
+			return 0
+		fi
+	done
+}
 # copy SRC DST: cp -a, several top-level directories at once
 copy() {
 	for sub in blobs/sha256 repositories; do
@@ -111,7 +136,7 @@ fi
 echo "page cache: $cache (drop_caches $( [ $cache = cold ] && echo allowed, used || echo not used))"
 
 results=$work/results.tsv
-printf 'mode\tround\tregistry\tposition\tcache\twall_s\tuser_s\tsys_s\tpeak_rss_kib\tblobs_removed\tbytes_removed\tlinks_removed\trevisions_removed\texit\n' >"$results"
+printf 'mode\tround\tregistry\tposition\tcache\tload1\tothers_cpu_s\twall_s\tuser_s\tsys_s\tpeak_rss_kib\tblobs_removed\tbytes_removed\tlinks_removed\trevisions_removed\texit\n' >"$results"
 
 # one REGISTRY MODE ROUND POSITION
 one() {
@@ -130,17 +155,22 @@ one() {
 	flag=
 	[ "$mode" = untagged ] && flag=--delete-untagged
 	sync
+	quiet_wait
 	[ $cache = cold ] && echo 3 >/proc/sys/vm/drop_caches
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	b0=$(busy)
 	rc=0
 	/usr/bin/time -v -o "$work/time.txt" "$bin" garbage-collect $flag "$cfg" \
 		>"$work/out-$reg-$mode-$round.txt" 2>&1 || rc=$?
+	b1=$(busy)
 	wall=$(seconds "$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$work/time.txt")")
 	user=$(sed -n 's/.*User time (seconds): //p' "$work/time.txt")
 	sys=$(sed -n 's/.*System time (seconds): //p' "$work/time.txt")
 	rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.txt")
+	others=$(awk -v a="$b0" -v b="$b1" -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", b - a - u - s }')
 	set -- $(count "$dir" "$work/remaining-$reg-$mode-$round.txt")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$reg" "$pos" "$cache" \
-		"$wall" "$user" "$sys" "$rss" $((before_blobs - $1)) $((before_bytes - $2)) \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$round" "$reg" "$pos" "$cache" \
+		"$load" "$others" "$wall" "$user" "$sys" "$rss" $((before_blobs - $1)) $((before_bytes - $2)) \
 		$((before_links - $3)) $((before_revs - $4)) "$rc" | tee -a "$results"
 	# removed while the next copy is made, before its sync
 	mv "$dir" "$work/trash-$reg-$mode-$round"
@@ -173,7 +203,7 @@ wait
 echo
 echo "expected (gcdata): $(sed 's/[{}"]//g; s/,/, /g' "$work/gcdata.json")"
 awk -F'\t' 'NR > 1 {
-	k = $1 "\t" $3; n[k]++; w[k, n[k]] = $6; m[k, n[k]] = $9; rm[k] = $10; by[k] = $11; li[k] = $12; rv[k] = $13
+	k = $1 "\t" $3; n[k]++; w[k, n[k]] = $8; m[k, n[k]] = $11; rm[k] = $12; by[k] = $13; li[k] = $14; rv[k] = $15
 	if (!(k in seen)) { seen[k] = 1; order[++nk] = k }
 }
 function median(a, k, c,   i, j, t, v) {
