@@ -5,6 +5,7 @@
 //	registry-bench --url https://127.0.0.1:5000 --cacert ca.crt [flags]
 //	registry-bench compare --berth ./registry --distribution ./distribution-registry --workdir /tmp/bench
 //	registry-bench gencert --dir DIR
+//	registry-bench gcdata --dir DIR [--repos 10000] [--blobs 100000] [--unreferenced 0.2] [--seed N]
 //
 // The tests: push-mono, push-chunked, push-parallel, pull, pull-h2,
 // manifest-put, manifest-get (the registry), token-basic, token-refresh
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		case "compare":
 			return compareCmd(ctx, args[1:], stdout, stderr)
+		case "gcdata":
+			return gcDataCmd(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return benchCmd(ctx, args, stdout, stderr)
