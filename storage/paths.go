@@ -7,8 +7,16 @@ import (
 )
 
 // The on-disk tree is CNCF Distribution's, so either program serves the
-// other's data directory. Berth adds only _referrers (an index Distribution
-// does not keep). Upload hash states are kept in memory, not in
+// other's data directory. Berth adds _referrers (an index Distribution
+// does not keep) and, beside Distribution's tree where it never looks, the
+// state garbage collection shares with requests (see lease.go):
+//
+//	/docker/registry/v2/_berth/
+//	├── leases/<alg>/<hex[0:2]>/<hex>                           renewed by requests that rely on content
+//	├── doomed/blobs/<alg>/<hex>                                a collection is removing this digest
+//	├── doomed/tags/<name>/@<tag>                               retention is removing this tag
+//	└── gc/lock                                                 the collection running, if any
+// Upload hash states are kept in memory, not in
 // _uploads/<id>/hashstates as Distribution does (see Store.hashState).
 //
 //	/docker/registry/v2/
