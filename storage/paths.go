@@ -16,6 +16,7 @@ import (
 //	├── doomed/blobs/<alg>/<hex>                                a collection is removing this digest
 //	├── doomed/tags/<name>/@<tag>                               retention is removing this tag
 //	└── gc/lock                                                 the collection running, if any
+//
 // Upload hash states are kept in memory, not in
 // _uploads/<id>/hashstates as Distribution does (see Store.hashState).
 //
