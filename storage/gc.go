@@ -297,37 +297,50 @@ func (s *Store) repositories(ctx context.Context) ([]string, error) {
 	return repos, nil
 }
 
-// listDigests lists the digests of the directories <dir>/<alg>/<hex>.
-func (s *Store) listDigests(ctx context.Context, dir string) ([]digest.Digest, error) {
-	algs, err := s.d.List(ctx, dir)
-	if errors.Is(err, driver.ErrNotFound) {
-		return nil, nil
-	}
+// listDigests lists the digests of the directories <dir>/<alg>/<hex>, or,
+// sharded, <dir>/<alg>/<hex[:2]>/<hex> (blobs, leases), sorted.
+func (s *Store) listDigests(ctx context.Context, dir string, sharded bool) ([]digest.Digest, error) {
+	algs, err := s.listIfAny(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []digest.Digest
 	for _, a := range algs {
-		hexes, err := s.d.List(ctx, a)
-		if errors.Is(err, driver.ErrNotFound) {
-			continue
+		alg := digest.Algorithm(path.Base(a))
+		parents := []string{a}
+		if sharded {
+			if parents, err = s.listIfAny(ctx, a); err != nil {
+				return nil, err
+			}
 		}
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hexes {
-			dg := digest.NewDigestFromEncoded(digest.Algorithm(path.Base(a)), path.Base(h))
-			if dg.Validate() == nil {
-				out = append(out, dg)
+		for _, p := range parents {
+			hexes, err := s.listIfAny(ctx, p)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range hexes {
+				if dg := digest.NewDigestFromEncoded(alg, path.Base(h)); dg.Validate() == nil {
+					out = append(out, dg)
+				}
 			}
 		}
 	}
+	slices.Sort(out)
 	return out, nil
+}
+
+// listIfAny is List, with a directory that does not exist listed as empty.
+func (s *Store) listIfAny(ctx context.Context, dir string) ([]string, error) {
+	entries, err := s.d.List(ctx, dir)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil, nil
+	}
+	return entries, err
 }
 
 func (c *collection) readRepo(ctx context.Context, name string) (*repoState, error) {
 	r := &repoState{name: name, tags: map[string]tagState{}, rule: matchRule(c.opts.Retention, name)}
-	revisions, err := c.s.listDigests(ctx, path.Join(repoPath(name), "_manifests", "revisions"))
+	revisions, err := c.s.listDigests(ctx, path.Join(repoPath(name), "_manifests", "revisions"), false)
 	if err != nil {
 		return nil, err
 	}
@@ -344,7 +357,7 @@ func (c *collection) readRepo(ctx context.Context, name string) (*repoState, err
 		r.revisions = append(r.revisions, m)
 		r.revTimes[m] = fi.ModTime
 	}
-	if r.layers, err = c.s.listDigests(ctx, path.Join(repoPath(name), "_layers")); err != nil {
+	if r.layers, err = c.s.listDigests(ctx, path.Join(repoPath(name), "_layers"), false); err != nil {
 		return nil, err
 	}
 	entries, err := c.s.d.List(ctx, tagsPath(name))
@@ -733,7 +746,7 @@ func (c *collection) removeStrayLeases(ctx context.Context, blobs []digest.Diges
 	if c.opts.DryRun {
 		return nil
 	}
-	leases, err := c.s.listSharded(ctx, berthPath("leases"))
+	leases, err := c.s.listDigests(ctx, berthPath("leases"), true)
 	if err != nil {
 		return err
 	}
@@ -756,43 +769,7 @@ func (c *collection) removeStrayLeases(ctx context.Context, blobs []digest.Diges
 
 // listBlobs lists every digest under blobs/, sorted.
 func (s *Store) listBlobs(ctx context.Context) ([]digest.Digest, error) {
-	return s.listSharded(ctx, path.Join(root, "blobs"))
-}
-
-// listSharded lists the digests of a tree <dir>/<alg>/<hex[:2]>/<hex>,
-// sorted.
-func (s *Store) listSharded(ctx context.Context, dir string) ([]digest.Digest, error) {
-	algs, err := s.d.List(ctx, dir)
-	if errors.Is(err, driver.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out []digest.Digest
-	for _, a := range algs {
-		prefixes, err := s.d.List(ctx, a)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range prefixes {
-			hexes, err := s.d.List(ctx, p)
-			if errors.Is(err, driver.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			for _, h := range hexes {
-				dg := digest.NewDigestFromEncoded(digest.Algorithm(path.Base(a)), path.Base(h))
-				if dg.Validate() == nil {
-					out = append(out, dg)
-				}
-			}
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return s.listDigests(ctx, path.Join(root, "blobs"), true)
 }
 
 // removeBlob removes blob dg, its lease and the links repos hold to it,
