@@ -36,6 +36,12 @@ type Driver interface {
 	// List returns the full paths of the direct children of the directory
 	// at path, in no particular order.
 	List(ctx context.Context, path string) ([]string, error)
+	// ListPage returns the direct children of the directory at path in key
+	// order (see Entry.Key), only those whose key sorts after after, and at
+	// most limit of them (limit ≤ 0: all). Listings that show a page use it,
+	// so that they cost what the page costs: an object store answers it
+	// with one request per thousand entries, whatever the directory holds.
+	ListPage(ctx context.Context, path, after string, limit int) ([]Entry, error)
 	// Move moves the file at src to dst, replacing dst. It is atomic for
 	// readers of dst where the store allows (a rename on a filesystem).
 	Move(ctx context.Context, src, dst string) error
@@ -43,18 +49,22 @@ type Driver interface {
 	Delete(ctx context.Context, path string) error
 }
 
-// FileWriter writes one file. Nothing written is durable before Commit.
+// FileWriter writes one file. What it writes is durable after Close or
+// Commit, and seen by the driver's other methods (Stat, Reader,
+// GetContent, Move) only after Commit: an object store holds an unfinished
+// file as a multipart upload, which only the next Writer can continue.
 type FileWriter interface {
 	io.Writer
 	// Size is the file's size so far, including earlier appends.
 	Size() int64
-	// Commit makes everything written durable (fsync on a filesystem).
-	// The writer may be used further after a Commit.
+	// Commit makes everything written durable and visible to readers.
+	// The writer may be used further after a Commit, though on an object
+	// store that costs a copy of the file: commit once, at the end.
 	Commit(ctx context.Context) error
 	// Cancel discards the file.
 	Cancel(ctx context.Context) error
-	// Close releases the writer; what was written before is kept, though it
-	// is durable only if committed.
+	// Close releases the writer, keeping what was written durably for a
+	// later Writer with append set (fsync on a filesystem).
 	Close() error
 }
 
@@ -64,6 +74,23 @@ type FileInfo struct {
 	Size    int64
 	ModTime time.Time
 	IsDir   bool
+}
+
+// Entry is one child in a directory listing.
+type Entry struct {
+	Name  string // the child's name, without its directory
+	IsDir bool
+}
+
+// Key is the entry's place in key order: its name, followed by "/" for a
+// directory. It is the order of the keys of an object store, where a
+// directory is the prefix its files' keys share, and it is what ListPage
+// sorts by and compares after with.
+func (e Entry) Key() string {
+	if e.IsDir {
+		return e.Name + "/"
+	}
+	return e.Name
 }
 
 // ErrNotFound is returned (wrapped in a *PathError) when a path does not exist.

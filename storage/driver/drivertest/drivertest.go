@@ -29,6 +29,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver) {
 		{"WriterTruncate", testWriterTruncate},
 		{"WriterCancel", testWriterCancel},
 		{"List", testList},
+		{"ListPage", testListPage},
 		{"Move", testMove},
 		{"Delete", testDelete},
 		{"ConcurrentPut", testConcurrentPut},
@@ -212,6 +213,78 @@ func testList(t *testing.T, d driver.Driver) {
 	slices.Sort(got)
 	if want := []string{"/l/a", "/l/b"}; !slices.Equal(got, want) {
 		t.Fatalf("List = %v, want %v", got, want)
+	}
+}
+
+// testListPage checks key order (a directory sorts as its name and "/",
+// so "a-b/" comes before "a/"), paging with after and limit, and that a
+// page starts after a directory's key.
+func testListPage(t *testing.T, d driver.Driver) {
+	for _, p := range []string{"/p/a/x", "/p/a-b/x", "/p/a.c", "/p/b", "/p/a0/x", "/p/_z/x"} {
+		mustPut(t, d, p, "1")
+	}
+	keys := func(es []driver.Entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Key())
+		}
+		return out
+	}
+	all, err := d.ListPage(ctx, "/p", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"_z/", "a-b/", "a.c", "a/", "a0/", "b"}
+	if got := keys(all); !slices.Equal(got, want) {
+		t.Fatalf("ListPage(all) = %v, want %v", got, want)
+	}
+	if all[0].Name != "_z" || !all[0].IsDir || all[2].Name != "a.c" || all[2].IsDir {
+		t.Fatalf("entries = %+v", all)
+	}
+	for _, tc := range []struct {
+		after string
+		limit int
+		want  []string
+	}{
+		{"", 2, []string{"_z/", "a-b/"}},
+		{"a-b/", 2, []string{"a.c", "a/"}},
+		{"a", 0, []string{"a-b/", "a.c", "a/", "a0/", "b"}},
+		{"a/", 0, []string{"a0/", "b"}},
+		{"b", 5, nil},
+	} {
+		got, err := d.ListPage(ctx, "/p", tc.after, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(keys(got), tc.want) {
+			t.Errorf("ListPage(after %q, limit %d) = %v, want %v", tc.after, tc.limit, keys(got), tc.want)
+		}
+	}
+	if _, err := d.ListPage(ctx, "/missing", "", 0); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("ListPage(/missing) = %v, want ErrNotFound", err)
+	}
+	// A page of a large directory: 2,500 entries (more than an object
+	// store returns in one response), read in pages of 1,000.
+	for i := range 2500 {
+		mustPut(t, d, fmt.Sprintf("/big/%05d", i), "")
+	}
+	var got []string
+	for after := ""; ; {
+		page, err := d.ListPage(ctx, "/big", after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 1000 {
+			t.Fatalf("page of %d entries, limit 1000", len(page))
+		}
+		got = append(got, keys(page)...)
+		after = page[len(page)-1].Key()
+	}
+	if len(got) != 2500 || got[0] != "00000" || got[2499] != "02499" || !slices.IsSorted(got) {
+		t.Fatalf("paged listing: %d entries, first %q", len(got), got[0])
 	}
 }
 

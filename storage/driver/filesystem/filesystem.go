@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -319,7 +320,7 @@ func (d *Driver) writer(p string, append bool) (driver.FileWriter, error) {
 		f.Close()
 		return nil, wrap("write", p, err)
 	}
-	return &fileWriter{d: d, f: f, path: p, size: st.Size(), flushed: st.Size()}, nil
+	return &fileWriter{d: d, f: f, path: p, size: st.Size(), flushed: st.Size(), synced: st.Size()}, nil
 }
 
 type fileWriter struct {
@@ -328,7 +329,9 @@ type fileWriter struct {
 	path      string
 	size      int64
 	flushed   int64 // writeback has been started up to here
+	synced    int64 // durable up to here
 	dirSynced bool
+	cancelled bool
 }
 
 // writebackEvery is how much a Writer writes before it asks the kernel to
@@ -364,6 +367,7 @@ func (w *fileWriter) commit() error {
 	if err := w.f.Sync(); err != nil {
 		return wrap("commit", w.path, err)
 	}
+	w.synced = w.size
 	if !w.dirSynced {
 		if err := syncDir(filepath.Dir(w.f.Name())); err != nil {
 			return wrap("commit", w.path, err)
@@ -374,16 +378,26 @@ func (w *fileWriter) commit() error {
 }
 
 func (w *fileWriter) Cancel(ctx context.Context) error {
+	w.cancelled = true
 	w.f.Close()
 	return wrap("cancel", w.path, os.Remove(w.f.Name()))
 }
 
+// Close makes what was written since the last Commit durable, as the
+// interface promises, then closes the file.
 func (w *fileWriter) Close() error {
-	err := w.f.Close()
-	if errors.Is(err, os.ErrClosed) {
+	if w.cancelled {
 		return nil
 	}
-	return wrap("close", w.path, err)
+	var err error
+	if w.size != w.synced {
+		err = w.commit()
+		w.d.noteWrite(err)
+	}
+	if cerr := w.f.Close(); !errors.Is(cerr, os.ErrClosed) && err == nil {
+		err = wrap("close", w.path, cerr)
+	}
+	return err
 }
 
 // Stat implements driver.Driver.
@@ -415,6 +429,34 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 			continue
 		}
 		out = append(out, path.Join(p, e.Name()))
+	}
+	return out, nil
+}
+
+// ListPage implements driver.Driver. A directory is read whole (that is
+// one system call per few hundred entries, and what the kernel offers);
+// the page is cut from it without a stat per entry.
+func (d *Driver) ListPage(ctx context.Context, p, after string, limit int) ([]driver.Entry, error) {
+	full, err := d.full("list", p)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(full)
+	if err != nil {
+		return nil, wrap("list", p, err)
+	}
+	out := make([]driver.Entry, 0, len(entries))
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), tempPrefix) || (p == "/" && e.Name() == journalDir) {
+			continue
+		}
+		if ent := (driver.Entry{Name: e.Name(), IsDir: e.IsDir()}); ent.Key() > after {
+			out = append(out, ent)
+		}
+	}
+	slices.SortFunc(out, func(a, b driver.Entry) int { return strings.Compare(a.Key(), b.Key()) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
 	}
 	return out, nil
 }
