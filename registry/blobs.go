@@ -58,6 +58,19 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 		c.Status(status)
 		return nil
 	}
+	if h.redirect {
+		u, err := h.store.BlobURL(ctx, r.Digest)
+		if err != nil {
+			return err
+		}
+		if u != "" {
+			for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Cache-Control"} {
+				hdr.Del(k)
+			}
+			c.Redirect(http.StatusTemporaryRedirect, u)
+			return nil
+		}
+	}
 	rd, _, err := h.store.OpenBlob(ctx, r.Name, r.Digest, start)
 	if err != nil {
 		return err

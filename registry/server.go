@@ -40,16 +40,21 @@ type Config struct {
 	// no limit. Give the Store an UploadWait a little above it, so a request
 	// on an upload that a stalled one holds outwaits the cut.
 	BodyIdleTimeout time.Duration
+	// Redirect answers blob downloads with a 307 to a URL the store gives
+	// (a presigned URL of an object store), after authorization, when the
+	// store's driver can give one. Off: the registry streams every blob.
+	Redirect bool
 }
 
 // Handler serves the distribution API. Create it with New.
 type Handler struct {
-	engine *gin.Engine
-	store  *storage.Store
-	log    *slog.Logger
-	authz  Authorizer
-	delete bool
-	memory *memoryReleaser
+	engine   *gin.Engine
+	store    *storage.Store
+	log      *slog.Logger
+	authz    Authorizer
+	delete   bool
+	redirect bool
+	memory   *memoryReleaser
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
 }
@@ -57,7 +62,7 @@ type Handler struct {
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, memory: newMemoryReleaser()}
+	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect, memory: newMemoryReleaser()}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}

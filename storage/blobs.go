@@ -56,6 +56,18 @@ func (s *Store) OpenBlob(ctx context.Context, name string, dg digest.Digest, off
 	return r, size, nil
 }
 
+// BlobURL returns a URL that serves blob dg without credentials for some
+// minutes, or "" when the driver gives none (see driver.Redirector). The
+// caller has checked that the repository has the blob.
+func (s *Store) BlobURL(ctx context.Context, dg digest.Digest) (string, error) {
+	r, ok := s.d.(driver.Redirector)
+	if !ok {
+		return "", nil
+	}
+	u, err := r.RedirectURL(ctx, blobDataPath(dg))
+	return u, notFound(err, ErrBlobUnknown)
+}
+
 // DeleteBlob removes blob dg from repository name. The content stays until
 // garbage collection, since other repositories may link it.
 func (s *Store) DeleteBlob(ctx context.Context, name string, dg digest.Digest) error {

@@ -526,7 +526,8 @@ func TestPurgeUploads(t *testing.T) {
 	if err := os.WriteFile(started, []byte(week.UTC().Format(time.RFC3339)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{started, filepath.Join(root, filepath.FromSlash(uploadDataPath("a", oldID)))} {
+	for _, p := range []string{started, filepath.Join(root, filepath.FromSlash(uploadDataPath("a", oldID))),
+		filepath.Join(root, filepath.FromSlash(uploadHashStatePath("a", oldID, int64(len("abandoned")))))} {
 		if err := os.Chtimes(p, week, week); err != nil {
 			t.Fatal(err)
 		}

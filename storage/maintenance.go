@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,6 +94,9 @@ func (s *Store) PurgeUploads(ctx context.Context, opts PurgeOptions) (PurgeRepor
 // A session without a readable start time is judged by its files' times.
 func (s *Store) abandoned(ctx context.Context, name, id string, now time.Time, age time.Duration) bool {
 	old := func(p string) bool {
+		if p == "" {
+			return true
+		}
 		fi, err := s.d.Stat(ctx, p)
 		return errors.Is(err, driver.ErrNotFound) || (err == nil && now.Sub(fi.ModTime) > age)
 	}
@@ -101,7 +105,27 @@ func (s *Store) abandoned(ctx context.Context, name, id string, now time.Time, a
 			return false
 		}
 	}
-	return old(uploadStartedPath(name, id)) && old(uploadDataPath(name, id))
+	return old(uploadStartedPath(name, id)) && old(uploadDataPath(name, id)) && old(s.lastHashState(ctx, name, id))
+}
+
+// lastHashState returns the path of the state saved after upload id's last
+// chunk (its time is when the upload last grew, also on an object store,
+// where the unfinished data file is not seen), or "" when there is none.
+func (s *Store) lastHashState(ctx context.Context, name, id string) string {
+	entries, err := s.d.ListPage(ctx, uploadHashStatesPath(name, id), "", 0)
+	if err != nil {
+		return ""
+	}
+	last := int64(-1)
+	for _, e := range entries {
+		if n, err := strconv.ParseInt(e.Name, 10, 64); err == nil && !e.IsDir && n > last {
+			last = n
+		}
+	}
+	if last < 0 {
+		return ""
+	}
+	return uploadHashStatePath(name, id, last)
 }
 
 // DeleteRepository removes repository name: its tags, manifests, links,

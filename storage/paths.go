@@ -2,6 +2,7 @@ package storage
 
 import (
 	"path"
+	"strconv"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -66,6 +67,16 @@ func uploadPath(name, id string) string { return path.Join(repoPath(name), "_upl
 func uploadDataPath(name, id string) string { return path.Join(uploadPath(name, id), "data") }
 
 func uploadStartedPath(name, id string) string { return path.Join(uploadPath(name, id), "startedat") }
+
+// uploadHashStatesPath holds an upload's saved sha256 states, one file per
+// size the upload had after a chunk, as Distribution keeps them.
+func uploadHashStatesPath(name, id string) string {
+	return path.Join(uploadPath(name, id), "hashstates", "sha256")
+}
+
+func uploadHashStatePath(name, id string, size int64) string {
+	return path.Join(uploadHashStatesPath(name, id), strconv.FormatInt(size, 10))
+}
 
 func referrersPath(name string, subject digest.Digest) string {
 	return path.Join(repoPath(name), "_referrers", subject.Algorithm().String(), subject.Encoded())

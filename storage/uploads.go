@@ -59,11 +59,14 @@ func (s *Store) UploadSize(ctx context.Context, name, id string) (int64, error) 
 		return 0, err
 	}
 	defer unlock()
-	fi, err := s.d.Stat(ctx, uploadDataPath(name, id))
-	if errors.Is(err, driver.ErrNotFound) {
-		return 0, nil
+	// A writer, not Stat: on an object store an unfinished file is seen
+	// only by the next writer.
+	w, err := s.d.Writer(ctx, uploadDataPath(name, id), true)
+	if err != nil {
+		return 0, err
 	}
-	return fi.Size, err
+	defer w.Close()
+	return w.Size(), nil
 }
 
 // AppendUpload appends what r yields to upload id and returns the upload's
@@ -187,11 +190,13 @@ func (s *Store) lockUpload(ctx context.Context, name, id string) (unlock func(),
 // appendLocked does the work of AppendUpload with the session lock held and
 // also returns the running sha256 of the whole upload.
 //
-// Appends are not fsynced: an upload in progress is worth the bytes that
-// reached the disk, which is what its size (and a rehash) reports after a
-// crash. With durable set, everything is fsynced before returning, as a
-// completed blob must be.
-func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, r io.Reader, durable bool) (int64, hash.Hash, error) {
+// An append is durable when it returns: the writer's Close keeps the chunk
+// (fsync on a filesystem, the parts and pending object on S3), and then the
+// sha256 state after it is saved beside the upload, so that the next chunk
+// continues the hash on any replica without reading the upload back. With
+// complete set, the upload is committed instead: made a whole file that
+// can be read and moved into the blob store.
+func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, r io.Reader, complete bool) (int64, hash.Hash, error) {
 	w, err := s.d.Writer(ctx, uploadDataPath(name, id), true)
 	if err != nil {
 		return 0, nil, err
@@ -201,26 +206,29 @@ func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, 
 	if start >= 0 && start != before {
 		return 0, nil, &RangeError{Start: start, Size: before}
 	}
-	h, err := s.hashState(ctx, name, id, before)
+	h, err := s.hashState(ctx, name, id, before, w)
 	if err != nil {
 		return 0, nil, err
 	}
 	_, err = copyHashing(r, w, h)
 	after := w.Size()
-	if after != before {
-		// Remembered even after a failed read: the bytes that arrived are
-		// in the file, and the size tells the client where to resume.
-		s.states.put(name, id, after, h)
-	}
 	var re readError
-	if errors.As(err, &re) {
-		return 0, nil, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, re.err)
-	}
-	if err != nil {
+	if err != nil && !errors.As(err, &re) {
 		s.states.drop(name, id) // the file may hold a part of the write
 		return 0, nil, err
 	}
-	if durable {
+	if after != before {
+		// Kept even after a failed read: the bytes that arrived are in
+		// the file, and the size tells the client where to resume.
+		if cerr := s.keepAppend(ctx, name, id, w, after, h, complete && err == nil); cerr != nil {
+			s.states.drop(name, id)
+			return 0, nil, cerr
+		}
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: reading the request body: %v", ErrUploadInvalid, re.err)
+	}
+	if complete {
 		if err := w.Commit(ctx); err != nil {
 			return 0, nil, err
 		}
@@ -228,22 +236,52 @@ func (s *Store) appendLocked(ctx context.Context, name, id string, start int64, 
 	return after, h, nil
 }
 
+// keepAppend makes an append durable and saves the hash state after it
+// (unless the upload is about to complete, which needs no saved state).
+func (s *Store) keepAppend(ctx context.Context, name, id string, w driver.FileWriter, size int64, h hash.Hash, completing bool) error {
+	s.states.put(name, id, size, h)
+	if completing {
+		return nil
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return s.d.PutContent(ctx, uploadHashStatePath(name, id, size), state)
+}
+
 type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // hashState returns the sha256 state after the first size bytes of the
-// upload: the one remembered by this process when it matches, else a hash
-// of the bytes on disk (after a restart, on another replica, or for an
-// upload Distribution began). States are never persisted: one on disk could
-// vouch for data that a crash lost before it reached the disk.
-func (s *Store) hashState(ctx context.Context, name, id string, size int64) (hash.Hash, error) {
+// upload: the one remembered by this process when it matches, else the one
+// saved beside the upload for that size (another replica's, or after a
+// restart), else a hash of the upload's bytes, read back once w has
+// committed them (an upload begun by Distribution, or one whose last
+// state was never saved). A saved state is written only after the chunk
+// it covers is durable, so it never vouches for bytes a crash lost.
+func (s *Store) hashState(ctx context.Context, name, id string, size int64, w driver.FileWriter) (hash.Hash, error) {
 	if h := s.states.get(name, id, size); h != nil {
 		return h, nil
 	}
 	h := sha256.New()
 	if size == 0 {
 		return h, nil
+	}
+	if b, err := s.d.GetContent(ctx, uploadHashStatePath(name, id, size)); err == nil {
+		if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b) == nil {
+			return h, nil
+		}
+		h.Reset()
+	} else if !errors.Is(err, driver.ErrNotFound) {
+		return nil, err
+	}
+	if err := w.Commit(ctx); err != nil {
+		return nil, err
 	}
 	rd, err := s.d.Reader(ctx, uploadDataPath(name, id), 0)
 	if err != nil {

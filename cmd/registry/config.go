@@ -11,6 +11,7 @@ import (
 	"github.com/berth-registry/berth/internal/config"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/s3"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -31,11 +32,25 @@ type Config struct {
 		} `yaml:"accesslog"`
 	} `yaml:"log"`
 	Storage struct {
+		// Filesystem keeps everything in a directory; it is the driver
+		// unless s3 names a bucket.
 		Filesystem struct {
 			// RootDirectory holds all data (default "data" in the working
 			// directory).
 			RootDirectory string `yaml:"rootdirectory"`
 		} `yaml:"filesystem"`
+		// S3 keeps everything in a bucket of an S3-compatible store, with
+		// Distribution's keys and object layout; any number of registries
+		// may serve one bucket.
+		S3 S3Config `yaml:"s3"`
+		// Redirect, as in Distribution: with disable false, blob downloads
+		// are answered with a redirect to a presigned URL of the store
+		// (S3 only). Berth's default is not to redirect (disable true):
+		// clients behind the registry's firewall often cannot reach the
+		// store.
+		Redirect struct {
+			Disable bool `yaml:"disable"`
+		} `yaml:"redirect"`
 		Delete struct {
 			// Enabled allows deleting manifests, tags and blobs. Berth's
 			// default is true (Distribution's is false).
@@ -229,6 +244,61 @@ type UploadPurgingConfig struct {
 	DryRun bool `yaml:"dryrun"`
 }
 
+// S3Config is Distribution's storage.s3 section (see storage/driver/s3).
+// Empty accesskey and secretkey use the AWS credential chain: the
+// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY variables, the shared
+// credentials file, then the instance's or task's role.
+type S3Config struct {
+	AccessKey      string `yaml:"accesskey"`
+	SecretKey      string `yaml:"secretkey"`
+	SessionToken   string `yaml:"sessiontoken"`
+	Region         string `yaml:"region"`
+	RegionEndpoint string `yaml:"regionendpoint"`
+	ForcePathStyle bool   `yaml:"forcepathstyle"`
+	Bucket         string `yaml:"bucket"`
+	Encrypt        bool   `yaml:"encrypt"`
+	KeyID          string `yaml:"keyid"`
+	// Secure is https to a regionendpoint given without a scheme
+	// (default true).
+	Secure     *bool `yaml:"secure"`
+	SkipVerify bool  `yaml:"skipverify"`
+	// V4Auth is accepted for Distribution's files; requests are always
+	// signed with version 4.
+	V4Auth bool `yaml:"v4auth"`
+	// ChunkSize is the multipart part size and what each upload holds in
+	// memory (default 10 MiB, at least 5 MiB).
+	ChunkSize                   int64  `yaml:"chunksize"`
+	MultipartCopyChunkSize      int64  `yaml:"multipartcopychunksize"`
+	MultipartCopyMaxConcurrency int    `yaml:"multipartcopymaxconcurrency"`
+	MultipartCopyThresholdSize  int64  `yaml:"multipartcopythresholdsize"`
+	RootDirectory               string `yaml:"rootdirectory"`
+	StorageClass                string `yaml:"storageclass"`
+	UserAgent                   string `yaml:"useragent"`
+	ObjectACL                   string `yaml:"objectacl"`
+	// RedirectEndpoint is Berth's: the endpoint presigned redirect URLs
+	// name, when clients reach the store at another address than the
+	// registry does.
+	RedirectEndpoint string `yaml:"redirectendpoint"`
+	// UseDualStack, Accelerate and LogLevel are accepted for
+	// Distribution's files and have no effect.
+	UseDualStack bool   `yaml:"usedualstack"`
+	Accelerate   bool   `yaml:"accelerate"`
+	LogLevel     string `yaml:"loglevel"`
+}
+
+// s3Options maps the section onto the driver's options.
+func (c S3Config) s3Options() s3.Options {
+	return s3.Options{
+		Region: c.Region, RegionEndpoint: c.RegionEndpoint, ForcePathStyle: c.ForcePathStyle,
+		Bucket: c.Bucket, AccessKey: c.AccessKey, SecretKey: c.SecretKey, SessionToken: c.SessionToken,
+		RootDirectory: c.RootDirectory, Secure: c.Secure, SkipVerify: c.SkipVerify,
+		ChunkSize: c.ChunkSize, MultipartCopyChunkSize: c.MultipartCopyChunkSize,
+		MultipartCopyMaxConcurrency: c.MultipartCopyMaxConcurrency, MultipartCopyThresholdSize: c.MultipartCopyThresholdSize,
+		Encrypt: c.Encrypt, KeyID: c.KeyID, StorageClass: c.StorageClass, ObjectACL: c.ObjectACL,
+		UserAgent: c.UserAgent, RedirectEndpoint: c.RedirectEndpoint,
+	}
+}
+
 // defaultConfig is what the registry runs with when no file sets a key.
 func defaultConfig() Config {
 	var c Config
@@ -237,6 +307,7 @@ func defaultConfig() Config {
 	c.Log.Formatter = "text"
 	c.Storage.Filesystem.RootDirectory = "data"
 	c.Storage.Delete.Enabled = true
+	c.Storage.Redirect.Disable = true
 	c.Storage.GC.Interval = 24 * time.Hour
 	c.Storage.GC.GracePeriod = storage.DefaultGracePeriod
 	c.Storage.Maintenance.UploadPurging = UploadPurgingConfig{Enabled: true, Age: 168 * time.Hour, Interval: 24 * time.Hour}
@@ -262,8 +333,11 @@ func (c *Config) validate() error {
 	if c.Version != "0.1" {
 		return fmt.Errorf("config: version %q is not supported (want 0.1)", c.Version)
 	}
-	if c.Storage.Filesystem.RootDirectory == "" {
+	if c.Storage.Filesystem.RootDirectory == "" && c.Storage.S3.Bucket == "" {
 		return fmt.Errorf("config: storage.filesystem.rootdirectory is empty")
+	}
+	if c.Storage.S3.Bucket != "" && c.Storage.Filesystem.RootDirectory != defaultConfig().Storage.Filesystem.RootDirectory {
+		return fmt.Errorf("config: storage: configure filesystem or s3, not both")
 	}
 	if (c.HTTP.TLS.Certificate == "") != (c.HTTP.TLS.Key == "") {
 		return fmt.Errorf("config: http.tls.certificate and http.tls.key go together")

@@ -27,7 +27,6 @@ import (
 	"github.com/berth-registry/berth/internal/config"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
-	"github.com/berth-registry/berth/storage/driver/filesystem"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -124,14 +123,14 @@ func versionString() string {
 // With ln nil it listens on cfg.HTTP.Addr; ready, if not nil, is told the
 // bound address (tests listen on ":0").
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	drv, err := filesystem.New(cfg.Storage.Filesystem.RootDirectory)
+	drv, where, closeDriver, err := openDriver(ctx, cfg, false)
 	if err != nil {
 		return err
 	}
 	// Runs after the server has drained: journaled writes go in place, so
 	// the next start has nothing to replay.
 	defer func() {
-		if err := drv.Close(); err != nil {
+		if err := closeDriver(); err != nil {
 			log.Error("closing storage", "err", err)
 		}
 	}()
@@ -150,6 +149,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		Authorizer:      authz,
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
 		BodyIdleTimeout: cfg.HTTP.BodyIdleTimeout,
+		Redirect:        !cfg.Storage.Redirect.Disable,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -196,7 +196,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		waitMaintenance()
 	}()
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
-		"root", drv.Root(), "delete", cfg.Storage.Delete.Enabled, "version", versionString())
+		"storage", where, "delete", cfg.Storage.Delete.Enabled, "version", versionString())
 	if !tlsOn {
 		log.Warn("serving plain HTTP (http.tls.disabled): only behind a TLS-terminating proxy")
 	}

@@ -16,31 +16,55 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
+	"github.com/berth-registry/berth/storage/driver/s3"
 )
 
 // The commands that work on the configured storage, beside a running
 // registry or instead of it: garbage-collect, repository delete and
 // purge-uploads.
 
-// openStorage opens the configured storage for a command that runs beside
-// the registry or instead of it. The root must exist: a mistyped path would
-// otherwise be created, found empty, and reported as clean. The function
-// returned closes the driver, making its journaled writes durable in place.
-func openStorage(cfg Config) (*storage.Store, func() error, error) {
+// openDriver opens the configured driver: S3 when storage.s3 names a
+// bucket, else the filesystem directory. With mustExist the directory must
+// exist already: a command's mistyped path would otherwise be created,
+// found empty, and reported as clean. It returns where the data is (for
+// the log) and a function that closes the driver, making a filesystem's
+// journaled writes durable in place.
+func openDriver(ctx context.Context, cfg Config, mustExist bool) (driver.Driver, string, func() error, error) {
+	if s3c := cfg.Storage.S3; s3c.Bucket != "" {
+		d, err := s3.New(ctx, s3c.s3Options())
+		if err != nil {
+			return nil, "", nil, err
+		}
+		where := "s3://" + s3c.Bucket + "/" + strings.Trim(s3c.RootDirectory, "/")
+		return d, where, func() error { return nil }, nil
+	}
 	root := cfg.Storage.Filesystem.RootDirectory
-	fi, err := os.Stat(root)
+	if mustExist {
+		fi, err := os.Stat(root)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("storage.filesystem.rootdirectory: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, "", nil, fmt.Errorf("storage.filesystem.rootdirectory: %s is not a directory", root)
+		}
+	}
+	d, err := filesystem.New(root)
 	if err != nil {
-		return nil, nil, fmt.Errorf("storage.filesystem.rootdirectory: %w", err)
+		return nil, "", nil, err
 	}
-	if !fi.IsDir() {
-		return nil, nil, fmt.Errorf("storage.filesystem.rootdirectory: %s is not a directory", root)
-	}
-	drv, err := filesystem.New(root)
+	return d, d.Root(), d.Close, nil
+}
+
+// openStorage opens the configured storage for a command that runs beside
+// the registry or instead of it.
+func openStorage(ctx context.Context, cfg Config) (*storage.Store, func() error, error) {
+	drv, _, closeDriver, err := openDriver(ctx, cfg, true)
 	if err != nil {
 		return nil, nil, err
 	}
-	return storage.NewWithOptions(drv, cfg.storageOptions()), drv.Close, nil
+	return storage.NewWithOptions(drv, cfg.storageOptions()), closeDriver, nil
 }
 
 // storageCommand is the shape of the commands that work on the configured
@@ -53,7 +77,7 @@ func storageCommand(cmd *cobra.Command, path string, run func(ctx context.Contex
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	store, closeStore, err := openStorage(cfg)
+	store, closeStore, err := openStorage(ctx, cfg)
 	if err != nil {
 		return err
 	}

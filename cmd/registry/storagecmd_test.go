@@ -481,7 +481,7 @@ func TestPurgeUploadsCommand(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(upload, "startedat"), []byte(then.UTC().Format(time.RFC3339)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"startedat", "data"} {
+	for _, f := range []string{"startedat", "data", filepath.Join("hashstates", "sha256", "10")} {
 		if err := os.Chtimes(filepath.Join(upload, f), then, then); err != nil {
 			t.Fatal(err)
 		}

@@ -188,7 +188,7 @@ func writeOverlay(ctx context.Context, goBin, dir string) (string, error) {
 }
 
 // Env is the environment Wine programs run in: this prefix, no debug
-// output, no prompts to install Mono or Gecko. CI and
+// output, no prompts to install Mono or Gecko. CI, BERTH_MINIO_BIN and
 // BERTH_DISTRIBUTION_BIN are left out: they make tests insist on Linux
 // programs (Apache's htpasswd, Pebble, CNCF Distribution) that a Windows
 // program cannot start, so those tests skip under Wine, saying so; their
@@ -196,7 +196,7 @@ func writeOverlay(ctx context.Context, goBin, dir string) (string, error) {
 func (w *Wine) Env() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, "BERTH_DISTRIBUTION_BIN=") {
+		if !strings.HasPrefix(kv, "CI=") && !strings.HasPrefix(kv, "BERTH_DISTRIBUTION_BIN=") && !strings.HasPrefix(kv, "BERTH_MINIO_BIN=") {
 			env = append(env, kv)
 		}
 	}

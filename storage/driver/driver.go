@@ -113,6 +113,13 @@ type Writability interface {
 	Writable() error
 }
 
+// Redirector is implemented by drivers whose files clients can fetch
+// directly: RedirectURL returns a URL, valid for some minutes, that serves
+// the file at path without credentials (a presigned URL of an object store).
+type Redirector interface {
+	RedirectURL(ctx context.Context, path string) (string, error)
+}
+
 // PathError records the path an operation failed on.
 type PathError struct {
 	Op   string

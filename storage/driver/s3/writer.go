@@ -1,0 +1,373 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// A file being written is kept in the bucket as
+//
+//   - a multipart upload of key, whose parts are whole chunks (every part
+//     but the last of a finished upload must be at least 5 MiB), and
+//   - the pending object, key + pendingSuffix: the bytes not yet in a part
+//     (less than a chunk), with the upload's id and how many of its parts
+//     hold the file in its metadata.
+//
+// Close writes the pending object last, so it always describes a state that
+// was whole: parts the writer uploaded after it (a Close cut short) are not
+// counted and are overwritten by the next writer. A writer on another
+// replica continues from exactly what the last Close or Commit kept, so an
+// upload begun on one registry finishes on another, and memory is bounded by
+// a chunk whatever the file's size. Commit completes the upload (or, for a
+// file smaller than a chunk, PUTs it) and removes the pending object.
+//
+// Completing names every part with the ETag this writer saw, so if another
+// writer replaced a part meanwhile the store refuses the completion instead
+// of assembling bytes nobody hashed.
+const pendingSuffix = "#pending"
+
+// Metadata keys of the pending object.
+const (
+	metaUpload = "Berth-Upload-Id"
+	metaParts  = "Berth-Parts"
+)
+
+const maxParts = 10000
+
+// isInternal reports whether a listed name is the driver's own object (no
+// driver path can contain '#').
+func isInternal(name string) bool { return strings.Contains(name, "#") }
+
+// isPendingOf reports whether k is the pending object of the file at key.
+func isPendingOf(k, key string) bool { return k == key+pendingSuffix }
+
+type writer struct {
+	d    *Driver
+	ctx  context.Context
+	path string
+	key  string
+
+	// base bytes are the committed object at key, not yet copied into an
+	// upload (a file that was committed, or opened to append after one).
+	base     int64
+	uploadID string
+	parts    []minio.CompletePart
+	partSize int64 // bytes in parts
+	buf      []byte
+	strays   []string // other uploads of key, left by writers that died
+
+	dirty     bool // written since the state in the bucket
+	pending   bool // the pending object exists
+	broken    error
+	closed    bool
+	cancelled bool
+}
+
+// Writer implements driver.Driver.
+func (d *Driver) Writer(ctx context.Context, p string, appendMode bool) (driver.FileWriter, error) {
+	if err := driver.CheckPath("write", p); err != nil {
+		return nil, err
+	}
+	w := &writer{d: d, ctx: ctx, path: p, key: d.key(p)}
+	uploads, err := d.uploads(ctx, w.key)
+	if err != nil {
+		return nil, mapErr("write", p, err)
+	}
+	for _, u := range uploads {
+		w.strays = append(w.strays, u.UploadID)
+	}
+	if !appendMode {
+		w.dirty = true // the truncation itself is kept by Close
+		w.pending = true
+		return w, nil
+	}
+	found, err := w.resume(uploads)
+	if err != nil || found {
+		return w, err
+	}
+	info, err := d.core.StatObject(ctx, d.bucket, w.key, minio.StatObjectOptions{})
+	if err == nil {
+		w.base = info.Size
+	} else if err := mapErr("write", p, err); !errors.Is(err, driver.ErrNotFound) {
+		return nil, err
+	}
+	return w, nil
+}
+
+// resume loads the state the pending object describes, if there is one and
+// its upload is still in progress.
+func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
+	body, info, _, err := w.d.core.GetObject(w.ctx, w.d.bucket, w.key+pendingSuffix, minio.GetObjectOptions{})
+	if err != nil {
+		if err := mapErr("write", w.path, err); !errors.Is(err, driver.ErrNotFound) {
+			return false, err
+		}
+		return false, nil
+	}
+	buf, err := io.ReadAll(body)
+	body.Close()
+	if err != nil {
+		return false, mapErr("write", w.path, err)
+	}
+	w.pending = true
+	id := meta(info.UserMetadata, metaUpload)
+	if id == "" {
+		w.buf = buf
+		return true, nil
+	}
+	n, err := strconv.Atoi(meta(info.UserMetadata, metaParts))
+	if err != nil || n < 0 || n > maxParts {
+		return false, fmt.Errorf("s3: pending object of %s has a bad part count", w.path)
+	}
+	inProgress := false
+	for _, u := range uploads {
+		inProgress = inProgress || u.UploadID == id
+	}
+	if !inProgress {
+		// Completed by a Commit that stopped before removing the pending
+		// object (or aborted): the object is the file.
+		return false, nil
+	}
+	if n > 0 {
+		parts, size, err := w.listParts(id, n)
+		if err != nil {
+			return false, err
+		}
+		w.parts, w.partSize = parts, size
+	}
+	w.uploadID, w.buf = id, buf
+	return true, nil
+}
+
+// listParts returns parts 1…n of upload id and their total size.
+func (w *writer) listParts(id string, n int) ([]minio.CompletePart, int64, error) {
+	parts := make([]minio.CompletePart, 0, n)
+	var size int64
+	marker := 0
+	for len(parts) < n {
+		res, err := w.d.core.ListObjectParts(w.ctx, w.d.bucket, w.key, id, marker, listMax)
+		if err != nil {
+			return nil, 0, mapErr("write", w.path, err)
+		}
+		for _, p := range res.ObjectParts {
+			if p.PartNumber != len(parts)+1 {
+				return nil, 0, fmt.Errorf("s3: upload of %s lacks part %d", w.path, len(parts)+1)
+			}
+			parts = append(parts, minio.CompletePart{PartNumber: p.PartNumber, ETag: p.ETag})
+			size += p.Size
+			if len(parts) == n {
+				break
+			}
+		}
+		if !res.IsTruncated {
+			break
+		}
+		marker = res.NextPartNumberMarker
+	}
+	if len(parts) != n {
+		return nil, 0, fmt.Errorf("s3: upload of %s has %d parts, its pending object counts %d", w.path, len(parts), n)
+	}
+	return parts, size, nil
+}
+
+// meta reads a user metadata value whatever the case of its key.
+func meta(m map[string]string, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}
+
+func (w *writer) Write(b []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	if w.base > 0 {
+		if err := w.reopen(); err != nil {
+			return 0, w.fail(err)
+		}
+	}
+	w.dirty = true
+	w.buf = append(w.buf, b...)
+	for int64(len(w.buf)) >= w.d.chunk {
+		if err := w.uploadPart(w.buf[:w.d.chunk]); err != nil {
+			// The chunk stays in buf: nothing of b is lost, though the
+			// caller is told it was not written.
+			w.buf = w.buf[:len(w.buf)-len(b)]
+			return 0, w.fail(err)
+		}
+		w.buf = append(w.buf[:0], w.buf[w.d.chunk:]...)
+	}
+	return len(b), nil
+}
+
+func (w *writer) usable() error {
+	switch {
+	case w.cancelled:
+		return &driver.PathError{Op: "write", Path: w.path, Err: errors.New("writer cancelled")}
+	case w.closed:
+		return &driver.PathError{Op: "write", Path: w.path, Err: errors.New("writer closed")}
+	}
+	return w.broken
+}
+
+func (w *writer) fail(err error) error {
+	w.broken = err
+	return err
+}
+
+// reopen turns the committed object into the start of a new upload: copied
+// on the server when it can be a part, read into the buffer when smaller.
+func (w *writer) reopen() error {
+	size := w.base
+	if size < minChunkSize {
+		body, _, _, err := w.d.core.GetObject(w.ctx, w.d.bucket, w.key, minio.GetObjectOptions{})
+		if err != nil {
+			return mapErr("write", w.path, err)
+		}
+		defer body.Close()
+		buf, err := io.ReadAll(body)
+		if err != nil {
+			return mapErr("write", w.path, err)
+		}
+		if int64(len(buf)) != size {
+			return fmt.Errorf("s3: %s changed while being appended to", w.path)
+		}
+		w.buf, w.base = buf, 0
+		return nil
+	}
+	id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+	if err != nil {
+		return mapErr("write", w.path, err)
+	}
+	parts, err := w.d.copyParts(w.ctx, w.key, w.key, id, 1, size, maxCopyPart)
+	if err != nil {
+		_ = w.d.core.AbortMultipartUpload(context.WithoutCancel(w.ctx), w.d.bucket, w.key, id)
+		return mapErr("write", w.path, err)
+	}
+	w.uploadID, w.parts, w.partSize, w.base = id, parts, size, 0
+	return nil
+}
+
+func (w *writer) uploadPart(data []byte) error {
+	if len(w.parts) == maxParts {
+		return &driver.PathError{Op: "write", Path: w.path, Err: fmt.Errorf("more than %d parts: raise chunksize", maxParts)}
+	}
+	if w.uploadID == "" {
+		id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+		if err != nil {
+			return mapErr("write", w.path, err)
+		}
+		w.uploadID = id
+	}
+	n := len(w.parts) + 1
+	p, err := w.d.core.PutObjectPart(w.ctx, w.d.bucket, w.key, w.uploadID, n, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{})
+	if err != nil {
+		return mapErr("write", w.path, err)
+	}
+	w.parts = append(w.parts, minio.CompletePart{PartNumber: n, ETag: p.ETag})
+	w.partSize += int64(len(data))
+	return nil
+}
+
+func (w *writer) Size() int64 { return w.base + w.partSize + int64(len(w.buf)) }
+
+// persist writes the pending object, making the writer's state durable.
+func (w *writer) persist() error {
+	if !w.dirty {
+		return nil
+	}
+	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts))}
+	if err := w.d.putObject(w.ctx, "write", w.path, w.key+pendingSuffix, w.buf, m); err != nil {
+		return err
+	}
+	w.dirty, w.pending = false, true
+	return nil
+}
+
+// Commit implements driver.FileWriter: the file becomes an object.
+func (w *writer) Commit(ctx context.Context) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if !w.dirty && w.uploadID == "" && !w.pending {
+		return nil // already the object
+	}
+	if w.uploadID == "" {
+		if err := w.d.putObject(ctx, "commit", w.path, w.key, w.buf, nil); err != nil {
+			return w.fail(err)
+		}
+	} else {
+		if len(w.buf) > 0 {
+			if err := w.uploadPart(w.buf); err != nil {
+				return w.fail(err)
+			}
+		}
+		if _, err := w.d.core.CompleteMultipartUpload(ctx, w.d.bucket, w.key, w.uploadID, w.parts, w.d.put); err != nil {
+			return w.fail(mapErr("commit", w.path, err))
+		}
+	}
+	w.base, w.uploadID, w.parts, w.partSize, w.buf = w.Size(), "", nil, 0, nil
+	w.dirty = false
+	return w.cleanup(ctx)
+}
+
+// cleanup removes the pending object and the uploads of writers that died.
+func (w *writer) cleanup(ctx context.Context) error {
+	if w.pending {
+		err := w.d.core.RemoveObject(ctx, w.d.bucket, w.key+pendingSuffix, minio.RemoveObjectOptions{})
+		if err := mapErr("commit", w.path, err); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+		w.pending = false
+	}
+	for _, id := range w.strays {
+		err := w.d.core.AbortMultipartUpload(ctx, w.d.bucket, w.key, id)
+		if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+			return mapErr("commit", w.path, err)
+		}
+	}
+	w.strays = nil
+	return nil
+}
+
+// Cancel implements driver.FileWriter: the file, its upload and its
+// pending object go.
+func (w *writer) Cancel(ctx context.Context) error {
+	w.cancelled = true
+	if w.uploadID != "" {
+		w.strays = append(w.strays, w.uploadID)
+	}
+	if err := w.cleanup(ctx); err != nil {
+		return err
+	}
+	err := w.d.core.RemoveObject(ctx, w.d.bucket, w.key, minio.RemoveObjectOptions{})
+	if err := mapErr("cancel", w.path, err); err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// Close implements driver.FileWriter: what was written is kept, durably, for
+// the next writer.
+func (w *writer) Close() error {
+	if w.closed || w.cancelled {
+		return nil
+	}
+	w.closed = true
+	if w.broken != nil {
+		return nil // the bucket holds the last whole state; nothing to add
+	}
+	return w.persist()
+}
