@@ -28,6 +28,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver) {
 		{"WriterResume", testWriterResume},
 		{"WriterTruncate", testWriterTruncate},
 		{"WriterCancel", testWriterCancel},
+		{"WriterEmpty", testWriterEmpty},
 		{"List", testList},
 		{"ListPage", testListPage},
 		{"Move", testMove},
@@ -199,6 +200,29 @@ func testWriterCancel(t *testing.T, d driver.Driver) {
 	}
 	if _, err := d.Stat(ctx, "/c/data"); !errors.Is(err, driver.ErrNotFound) {
 		t.Fatalf("cancelled file still there: %v", err)
+	}
+}
+
+// testWriterEmpty commits a file nothing was written to: it exists, empty
+// (an empty blob is an upload with no bytes).
+func testWriterEmpty(t *testing.T, d driver.Driver) {
+	for _, appendMode := range []bool{true, false} {
+		p := fmt.Sprintf("/empty/%v", appendMode)
+		w, err := d.Writer(ctx, p, appendMode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		fi, err := d.Stat(ctx, p)
+		if err != nil || fi.Size != 0 || fi.IsDir {
+			t.Fatalf("append %v: Stat = %+v, %v; want an empty file", appendMode, fi, err)
+		}
+		if got := mustGet(t, d, p); got != "" {
+			t.Fatalf("append %v: content %q", appendMode, got)
+		}
 	}
 }
 

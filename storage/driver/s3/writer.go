@@ -65,6 +65,7 @@ type writer struct {
 	buf      []byte
 	strays   []string // other uploads of key, left by writers that died
 
+	object    bool // the object at key holds the file (nothing pending)
 	dirty     bool // written since the state in the bucket
 	pending   bool // the pending object exists
 	broken    error
@@ -96,7 +97,7 @@ func (d *Driver) Writer(ctx context.Context, p string, appendMode bool) (driver.
 	}
 	info, err := d.core.StatObject(ctx, d.bucket, w.key, minio.StatObjectOptions{})
 	if err == nil {
-		w.base = info.Size
+		w.base, w.object = info.Size, true
 	} else if err := mapErr("write", p, err); !errors.Is(err, driver.ErrNotFound) {
 		return nil, err
 	}
@@ -198,7 +199,7 @@ func (w *writer) Write(b []byte) (int, error) {
 			return 0, w.fail(err)
 		}
 	}
-	w.dirty = true
+	w.dirty, w.object = true, false
 	w.buf = append(w.buf, b...)
 	for int64(len(w.buf)) >= w.d.chunk {
 		if err := w.uploadPart(w.buf[:w.d.chunk]); err != nil {
@@ -301,7 +302,7 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err := w.usable(); err != nil {
 		return err
 	}
-	if !w.dirty && w.uploadID == "" && !w.pending {
+	if w.object && !w.dirty {
 		return nil // already the object
 	}
 	if w.uploadID == "" {
@@ -319,7 +320,7 @@ func (w *writer) Commit(ctx context.Context) error {
 		}
 	}
 	w.base, w.uploadID, w.parts, w.partSize, w.buf = w.Size(), "", nil, 0, nil
-	w.dirty = false
+	w.dirty, w.object = false, true
 	return w.cleanup(ctx)
 }
 
