@@ -6,8 +6,26 @@
 // into an upload file, the digest is verified, and only then the file is
 // moved into place. Repositories hold links to blobs, so content is stored
 // once however many repositories have it. Upload sessions live in the
-// store, so a restarted registry (or another replica) resumes them,
-// rehashing what the session holds so far.
+// store, so a restarted registry (or another replica) resumes them.
+//
+// Any number of registries may serve one store (replicas on one S3
+// bucket). What a Store keeps in memory, and why that is safe:
+//
+//   - the manifest cache holds manifests by digest: content that never
+//     changes, and every read still checks the repository's link first,
+//     so a deleted manifest is never served from it;
+//   - hash states of uploads in progress are kept by size; a state for a
+//     size is valid for any later content of the upload (uploads only
+//     grow), and the state after each chunk is also saved in the store,
+//     which is where another replica finds it;
+//   - the per-session lock serialises calls on one upload within a
+//     process. Across replicas nothing is locked: clients send an
+//     upload's chunks one after another, each must start where the upload
+//     ends (else 416), and a file's completion names its parts, so two
+//     writers racing on one session fail rather than assemble bytes
+//     nobody hashed;
+//   - garbage collection shares no memory with requests at all: leases,
+//     doomed markers and the collection's lock are files (see lease.go).
 package storage
 
 import (
