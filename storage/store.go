@@ -20,10 +20,12 @@
 //     which is where another replica finds it;
 //   - the per-session lock serialises calls on one upload within a
 //     process. Across replicas nothing is locked: clients send an
-//     upload's chunks one after another, each must start where the upload
-//     ends (else 416), and a file's completion names its parts, so two
-//     writers racing on one session fail rather than assemble bytes
-//     nobody hashed;
+//     upload's chunks one after another, and each must start where the
+//     upload ends (else 416). On S3 a file's completion also names the
+//     parts its writer saw, so two writers racing on one session fail
+//     rather than assemble bytes nobody hashed; on a filesystem shared by
+//     several processes, a client that sent one session's chunks to two
+//     of them at once could still mix them;
 //   - garbage collection shares no memory with requests at all: leases,
 //     doomed markers and the collection's lock are files (see lease.go).
 package storage
