@@ -90,12 +90,13 @@ func (b *s3Bucket) key(p string) string {
 	return strings.TrimPrefix(path.Join(replicaRoot, "docker/registry/v2", p), "/")
 }
 
-// uploads lists the multipart uploads in progress under the registry's
-// tree, keyed by object key.
+// uploads lists the multipart uploads in progress in the bucket, keyed by
+// object key. (MinIO lists uploads by a prefix only when it is empty or a
+// whole key, so this lists them all.)
 func (b *s3Bucket) uploads(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	for u := range b.srv.Client(t).ListIncompleteUploads(context.Background(), b.name, b.key(""), true) {
+	for u := range b.srv.Client(t).ListIncompleteUploads(context.Background(), b.name, "", true) {
 		if u.Err != nil {
 			t.Fatal(u.Err)
 		}
