@@ -33,7 +33,18 @@ import (
 // Completing names every part with the ETag this writer saw, so if another
 // writer replaced a part meanwhile the store refuses the completion instead
 // of assembling bytes nobody hashed.
-const pendingSuffix = "#pending"
+//
+// Before a writer begins a multipart upload it writes the empty uploads
+// marker, key + uploadsSuffix, which stays until a Commit or Cancel has
+// aborted every other upload of key. A writer that dies before its first
+// Close leaves an upload that no pending object names, and S3 cannot list
+// the uploads under a directory (MinIO lists them by whole keys only), so
+// the marker is how Delete of the file, or of a directory above it, finds
+// that upload to abort it.
+const (
+	pendingSuffix = "#pending"
+	uploadsSuffix = "#uploads"
+)
 
 // Metadata keys of the pending object.
 const (
@@ -47,8 +58,18 @@ const maxParts = 10000
 // driver path can contain '#').
 func isInternal(name string) bool { return strings.Contains(name, "#") }
 
-// isPendingOf reports whether k is the pending object of the file at key.
-func isPendingOf(k, key string) bool { return k == key+pendingSuffix }
+// isStateOf reports whether k is the pending object or the uploads marker
+// of the file at key.
+func isStateOf(k, key string) bool { return k == key+pendingSuffix || k == key+uploadsSuffix }
+
+// writtenFile returns the key of the file whose pending object or uploads
+// marker k is.
+func writtenFile(k string) (string, bool) {
+	if f, ok := strings.CutSuffix(k, pendingSuffix); ok {
+		return f, true
+	}
+	return strings.CutSuffix(k, uploadsSuffix)
+}
 
 type writer struct {
 	d    *Driver
@@ -67,6 +88,7 @@ type writer struct {
 
 	dirty     bool // written since the state in the bucket
 	pending   bool // the pending object exists
+	marked    bool // the uploads marker may exist
 	broken    error
 	closed    bool
 	cancelled bool
@@ -85,6 +107,7 @@ func (d *Driver) Writer(ctx context.Context, p string, appendMode bool) (driver.
 	for _, u := range uploads {
 		w.strays = append(w.strays, u.UploadID)
 	}
+	w.marked = len(uploads) > 0
 	if !appendMode {
 		w.dirty = true // the truncation itself is kept by Close
 		w.pending = true
@@ -247,9 +270,9 @@ func (w *writer) reopen() error {
 		w.buf, w.base = buf, 0
 		return nil
 	}
-	id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+	id, err := w.newUpload()
 	if err != nil {
-		return mapErr("write", w.path, err)
+		return err
 	}
 	parts, err := w.d.copyParts(w.ctx, w.key, w.key, id, 1, size, maxCopyPart)
 	if err != nil {
@@ -260,14 +283,27 @@ func (w *writer) reopen() error {
 	return nil
 }
 
+// newUpload begins a multipart upload of the file, the uploads marker
+// written first.
+func (w *writer) newUpload() (string, error) {
+	if !w.marked {
+		if err := w.d.putObject(w.ctx, "write", w.path, w.key+uploadsSuffix, nil, nil); err != nil {
+			return "", err
+		}
+		w.marked = true
+	}
+	id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+	return id, mapErr("write", w.path, err)
+}
+
 func (w *writer) uploadPart(data []byte) error {
 	if len(w.parts) == maxParts {
 		return &driver.PathError{Op: "write", Path: w.path, Err: fmt.Errorf("more than %d parts: raise chunksize", maxParts)}
 	}
 	if w.uploadID == "" {
-		id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+		id, err := w.newUpload()
 		if err != nil {
-			return mapErr("write", w.path, err)
+			return err
 		}
 		w.uploadID = id
 	}
@@ -339,6 +375,14 @@ func (w *writer) cleanup(ctx context.Context) error {
 		}
 	}
 	w.strays = nil
+	if w.marked {
+		// Last: while an upload may be left, the marker names it.
+		err := w.d.core.RemoveObject(ctx, w.d.bucket, w.key+uploadsSuffix, minio.RemoveObjectOptions{})
+		if err := mapErr("commit", w.path, err); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+		w.marked = false
+	}
 	return nil
 }
 
