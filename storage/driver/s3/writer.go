@@ -340,6 +340,9 @@ func (w *writer) Commit(ctx context.Context) error {
 	if !w.dirty && w.uploadID == "" && !w.pending {
 		return nil // already the object
 	}
+	// Taken first: uploading the buffer as the last part counts it in
+	// partSize as well.
+	size := w.Size()
 	if w.uploadID == "" {
 		if err := w.d.putObject(ctx, "commit", w.path, w.key, w.buf, nil); err != nil {
 			return w.fail(err)
@@ -354,7 +357,7 @@ func (w *writer) Commit(ctx context.Context) error {
 			return w.fail(mapErr("commit", w.path, err))
 		}
 	}
-	w.base, w.uploadID, w.parts, w.partSize, w.buf = w.Size(), "", nil, 0, nil
+	w.base, w.uploadID, w.parts, w.partSize, w.buf = size, "", nil, 0, nil
 	w.dirty = false
 	return w.cleanup(ctx)
 }
