@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -624,4 +627,61 @@ func TestOnlineGCOnMinIO(t *testing.T) {
 	for _, s := range checkTags(t, clients, reps) {
 		t.Errorf("after the final collection: %s", s)
 	}
+}
+
+// TestPurgeUploadsOnMinIO: `registry purge-uploads` on the bucket, beside
+// two replicas, removes a session abandoned after a chunk was kept (its
+// multipart upload aborted) and keeps one that still grows through the
+// other replica, which then completes.
+func TestPurgeUploadsOnMinIO(t *testing.T) {
+	b := newS3Bucket(t)
+	ra, rb := b.startReplica(t, nil), b.startReplica(t, nil)
+	const name = "team/purge"
+	const age = 2 * time.Second
+	begin := func(r *testServer, chunk []byte) (string, string) {
+		resp, _ := r.do(t, http.MethodPost, r.url("/v2/"+name+"/blobs/uploads/"), nil, nil)
+		p := uploadPathOf(t, resp)
+		resp, _ = r.do(t, http.MethodPatch, r.url(p), chunkHeader(0, len(chunk)-1), chunk)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("PATCH: %d", resp.StatusCode)
+		}
+		return uploadPathOf(t, resp), resp.Header.Get("Docker-Upload-UUID")
+	}
+	abandonedChunk, _ := randomBlob(replicaChunk + 1)
+	abandoned, abandonedID := begin(ra, abandonedChunk)
+	blob, dg := randomBlob(2*replicaChunk + 5)
+	active, activeID := begin(rb, blob[:replicaChunk+3])
+	if n := len(b.uploads(t)); n != 2 {
+		t.Fatalf("%d multipart uploads in progress, want 2", n)
+	}
+
+	time.Sleep(age + 1500*time.Millisecond) // the bucket's times are whole seconds
+	resp, _ := ra.do(t, http.MethodPatch, ra.url(active), chunkHeader(replicaChunk+3, 2*replicaChunk-1), blob[replicaChunk+3:2*replicaChunk])
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("PATCH of the active session on A: %d", resp.StatusCode)
+	}
+	active = uploadPathOf(t, resp)
+
+	cfg := filepath.Join(t.TempDir(), "config.yml")
+	yml := fmt.Sprintf(`version: 0.1
+storage:
+  s3: {regionendpoint: %q, bucket: %q, forcepathstyle: true, secure: false, accesskey: %q, secretkey: %q, rootdirectory: %q, chunksize: %d}
+  maintenance:
+    uploadpurging: {age: %v}
+`, b.cfg.RegionEndpoint, b.cfg.Bucket, b.cfg.AccessKey, b.cfg.SecretKey, b.cfg.RootDirectory, b.cfg.ChunkSize, age)
+	if err := os.WriteFile(cfg, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "purge-uploads", cfg)
+	if !strings.Contains(out, "removed upload "+name+" "+abandonedID+"\n") || !strings.Contains(out, "removed 1 of 2 upload sessions") {
+		t.Errorf("purge-uploads:\n%s", out)
+	}
+	if resp, _ := rb.do(t, http.MethodGet, rb.url(abandoned), nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status of the purged session on B: %d, want 404", resp.StatusCode)
+	}
+	left := b.uploads(t)
+	if len(left) != 1 || len(left[b.key("repositories/"+name+"/_uploads/"+activeID+"/data")]) != 1 {
+		t.Errorf("multipart uploads after the purge: %v, want only the active session's", left)
+	}
+	finishUpload(t, b, rb, name, active, blob, dg, 2*replicaChunk)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/minio/minio-go/v7"
@@ -175,14 +177,42 @@ func TestReplicasServeOneBucket(t *testing.T) {
 	repoA, repoB, repoC := ra.repo(t, name), rb.repo(t, name), rc.repo(t, name)
 
 	// An image with small layers and one larger than a part, pushed to A
-	// and pulled from B and C as soon as A acknowledged it.
+	// while B polls for it (whatever B finds of it must be whole), and
+	// pulled from B and C as soon as A acknowledged it.
 	bigLayer, _ := randomBlob(replicaChunk + 1<<20 + 7)
 	img, err := mutate.AppendLayers(randomImage(t, 2), static.NewLayer(bigLayer, types.DockerLayer))
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := imageDigest(t, img)
+	polled := make(chan error, 1)
+	pushed := make(chan struct{})
+	go func() {
+		for {
+			got, err := remote.Image(repoB.Tag("v1"), rb.opts(t)...)
+			var terr *transport.Error
+			if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
+				select {
+				case <-pushed:
+					polled <- errors.New("A acknowledged the push, B still answers 404")
+					return
+				case <-time.After(10 * time.Millisecond):
+					continue
+				}
+			}
+			if err == nil {
+				err = verifyImage(got, want)
+			}
+			polled <- err
+			return
+		}
+	}()
 	if err := remote.Write(repoA.Tag("v1"), img, ra.opts(t)...); err != nil {
 		t.Fatal(err)
+	}
+	close(pushed)
+	if err := <-polled; err != nil {
+		t.Fatalf("B polling for the image A was pushed: %v", err)
 	}
 	for _, r := range []struct {
 		srv  *testServer
