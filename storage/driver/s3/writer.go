@@ -3,6 +3,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,7 +34,12 @@ import (
 //
 // Completing names every part with the ETag this writer saw, so if another
 // writer replaced a part meanwhile the store refuses the completion instead
-// of assembling bytes nobody hashed.
+// of assembling bytes nobody hashed. The pending object carries a digest of
+// those ETags for the same reason: two writers on one file at once (a chunk
+// sent to two replicas) may replace each other's parts before either
+// closes, and a writer that resumes from a pending object whose parts are
+// no longer those it names refuses to go on rather than continue a file
+// that no writer wrote.
 //
 // Before a writer begins a multipart upload it writes the empty uploads
 // marker, key + uploadsSuffix, which stays until a Commit or Cancel has
@@ -48,8 +55,9 @@ const (
 
 // Metadata keys of the pending object.
 const (
-	metaUpload = "Berth-Upload-Id"
-	metaParts  = "Berth-Parts"
+	metaUpload   = "Berth-Upload-Id"
+	metaParts    = "Berth-Parts"
+	metaPartsSum = "Berth-Parts-Sum" // sha256 of the parts' ETags; absent from older pending objects
 )
 
 const maxParts = 10000
@@ -165,6 +173,10 @@ func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if sum := meta(info.UserMetadata, metaPartsSum); sum != "" && sum != partsSum(parts) {
+			return false, &driver.PathError{Op: "write", Path: w.path,
+				Err: errors.New("the upload's parts were replaced after its last Close: two writers at once")}
+		}
 		w.parts, w.partSize = parts, size
 	}
 	w.uploadID, w.buf = id, buf
@@ -200,6 +212,15 @@ func (w *writer) listParts(id string, n int) ([]minio.CompletePart, int64, error
 		return nil, 0, fmt.Errorf("s3: upload of %s has %d parts, its pending object counts %d", w.path, len(parts), n)
 	}
 	return parts, size, nil
+}
+
+// partsSum is the hex sha256 of the parts' ETags, in order.
+func partsSum(parts []minio.CompletePart) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d %s\n", p.PartNumber, strings.Trim(p.ETag, `"`))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // meta reads a user metadata value whatever the case of its key.
@@ -324,7 +345,7 @@ func (w *writer) persist() error {
 	if !w.dirty {
 		return nil
 	}
-	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts))}
+	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts)), metaPartsSum: partsSum(w.parts)}
 	if err := w.d.putObject(w.ctx, "write", w.path, w.key+pendingSuffix, w.buf, m); err != nil {
 		return err
 	}
