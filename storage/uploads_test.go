@@ -21,9 +21,13 @@ import (
 
 var ctx = context.Background()
 
-// newStore returns a store on a fresh filesystem driver and the driver's root.
+// newStore returns a store on a fresh filesystem driver and the driver's root
+// (while storesOn is set, a store on what it opens; see s3store_test.go).
 func newStore(t testing.TB) (*Store, string) {
 	t.Helper()
+	if storesOn != nil {
+		return storesOn(t, "")
+	}
 	root := t.TempDir()
 	d, err := filesystem.New(root)
 	if err != nil {
@@ -37,6 +41,10 @@ func newStore(t testing.TB) (*Store, string) {
 // registry would have.
 func reopen(t *testing.T, root string) *Store {
 	t.Helper()
+	if storesOn != nil {
+		s, _ := storesOn(t, root)
+		return s
+	}
 	d, err := filesystem.New(root)
 	if err != nil {
 		t.Fatal(err)

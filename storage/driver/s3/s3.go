@@ -378,7 +378,7 @@ func (d *Driver) ListPage(ctx context.Context, p, after string, limit int) ([]dr
 		for _, o := range res.Contents {
 			name := strings.TrimPrefix(o.Key, prefix)
 			if name == "" || isInternal(name) {
-				continue // a directory marker some tools write, or a writer's pending part
+				continue // a directory marker some tools write, or a writer's own object
 			}
 			page = append(page, driver.Entry{Name: name})
 		}
@@ -486,7 +486,7 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	}
 	key := d.key(p)
 	var keys []string
-	var pending []string // files being written: their multipart uploads go too
+	pending := map[string]bool{} // files being written: their multipart uploads go too
 	startAfter, token := "", ""
 	for {
 		// One listing finds the file and the tree: keys with the prefix
@@ -496,12 +496,12 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 			return mapErr("delete", p, err)
 		}
 		for _, o := range res.Contents {
-			if o.Key != key && !strings.HasPrefix(o.Key, key+"/") && !isPendingOf(o.Key, key) {
+			if o.Key != key && !strings.HasPrefix(o.Key, key+"/") && !isStateOf(o.Key, key) {
 				continue
 			}
 			keys = append(keys, o.Key)
-			if k, ok := strings.CutSuffix(o.Key, pendingSuffix); ok {
-				pending = append(pending, k)
+			if k, ok := writtenFile(o.Key); ok {
+				pending[k] = true
 			}
 		}
 		if !res.IsTruncated || res.NextContinuationToken == "" {
@@ -512,7 +512,7 @@ func (d *Driver) Delete(ctx context.Context, p string) error {
 	if len(keys) == 0 {
 		return &driver.PathError{Op: "delete", Path: p, Err: driver.ErrNotFound}
 	}
-	for _, k := range pending {
+	for k := range pending {
 		if err := d.abortUploads(ctx, k, ""); err != nil {
 			return mapErr("delete", p, err)
 		}

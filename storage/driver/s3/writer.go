@@ -3,6 +3,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,13 +34,30 @@ import (
 //
 // Completing names every part with the ETag this writer saw, so if another
 // writer replaced a part meanwhile the store refuses the completion instead
-// of assembling bytes nobody hashed.
-const pendingSuffix = "#pending"
+// of assembling bytes nobody hashed. The pending object carries a digest of
+// those ETags for the same reason: two writers on one file at once (a chunk
+// sent to two replicas) may replace each other's parts before either
+// closes, and a writer that resumes from a pending object whose parts are
+// no longer those it names refuses to go on rather than continue a file
+// that no writer wrote.
+//
+// Before a writer begins a multipart upload it writes the empty uploads
+// marker, key + uploadsSuffix, which stays until a Commit or Cancel has
+// aborted every other upload of key. A writer that dies before its first
+// Close leaves an upload that no pending object names, and S3 cannot list
+// the uploads under a directory (MinIO lists them by whole keys only), so
+// the marker is how Delete of the file, or of a directory above it, finds
+// that upload to abort it.
+const (
+	pendingSuffix = "#pending"
+	uploadsSuffix = "#uploads"
+)
 
 // Metadata keys of the pending object.
 const (
-	metaUpload = "Berth-Upload-Id"
-	metaParts  = "Berth-Parts"
+	metaUpload   = "Berth-Upload-Id"
+	metaParts    = "Berth-Parts"
+	metaPartsSum = "Berth-Parts-Sum" // sha256 of the parts' ETags; absent from older pending objects
 )
 
 const maxParts = 10000
@@ -47,8 +66,18 @@ const maxParts = 10000
 // driver path can contain '#').
 func isInternal(name string) bool { return strings.Contains(name, "#") }
 
-// isPendingOf reports whether k is the pending object of the file at key.
-func isPendingOf(k, key string) bool { return k == key+pendingSuffix }
+// isStateOf reports whether k is the pending object or the uploads marker
+// of the file at key.
+func isStateOf(k, key string) bool { return k == key+pendingSuffix || k == key+uploadsSuffix }
+
+// writtenFile returns the key of the file whose pending object or uploads
+// marker k is.
+func writtenFile(k string) (string, bool) {
+	if f, ok := strings.CutSuffix(k, pendingSuffix); ok {
+		return f, true
+	}
+	return strings.CutSuffix(k, uploadsSuffix)
+}
 
 type writer struct {
 	d    *Driver
@@ -68,6 +97,7 @@ type writer struct {
 	object    bool // the object at key holds the file (nothing pending)
 	dirty     bool // written since the state in the bucket
 	pending   bool // the pending object exists
+	marked    bool // the uploads marker may exist
 	broken    error
 	closed    bool
 	cancelled bool
@@ -86,6 +116,7 @@ func (d *Driver) Writer(ctx context.Context, p string, appendMode bool) (driver.
 	for _, u := range uploads {
 		w.strays = append(w.strays, u.UploadID)
 	}
+	w.marked = len(uploads) > 0
 	if !appendMode {
 		w.dirty = true // the truncation itself is kept by Close
 		w.pending = true
@@ -143,6 +174,10 @@ func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if sum := meta(info.UserMetadata, metaPartsSum); sum != "" && sum != partsSum(parts) {
+			return false, &driver.PathError{Op: "write", Path: w.path,
+				Err: errors.New("the upload's parts were replaced after its last Close: two writers at once")}
+		}
 		w.parts, w.partSize = parts, size
 	}
 	w.uploadID, w.buf = id, buf
@@ -178,6 +213,15 @@ func (w *writer) listParts(id string, n int) ([]minio.CompletePart, int64, error
 		return nil, 0, fmt.Errorf("s3: upload of %s has %d parts, its pending object counts %d", w.path, len(parts), n)
 	}
 	return parts, size, nil
+}
+
+// partsSum is the hex sha256 of the parts' ETags, in order.
+func partsSum(parts []minio.CompletePart) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d %s\n", p.PartNumber, strings.Trim(p.ETag, `"`))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // meta reads a user metadata value whatever the case of its key.
@@ -248,9 +292,9 @@ func (w *writer) reopen() error {
 		w.buf, w.base = buf, 0
 		return nil
 	}
-	id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+	id, err := w.newUpload()
 	if err != nil {
-		return mapErr("write", w.path, err)
+		return err
 	}
 	parts, err := w.d.copyParts(w.ctx, w.key, w.key, id, 1, size, maxCopyPart)
 	if err != nil {
@@ -261,14 +305,27 @@ func (w *writer) reopen() error {
 	return nil
 }
 
+// newUpload begins a multipart upload of the file, the uploads marker
+// written first.
+func (w *writer) newUpload() (string, error) {
+	if !w.marked {
+		if err := w.d.putObject(w.ctx, "write", w.path, w.key+uploadsSuffix, nil, nil); err != nil {
+			return "", err
+		}
+		w.marked = true
+	}
+	id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+	return id, mapErr("write", w.path, err)
+}
+
 func (w *writer) uploadPart(data []byte) error {
 	if len(w.parts) == maxParts {
 		return &driver.PathError{Op: "write", Path: w.path, Err: fmt.Errorf("more than %d parts: raise chunksize", maxParts)}
 	}
 	if w.uploadID == "" {
-		id, err := w.d.core.NewMultipartUpload(w.ctx, w.d.bucket, w.key, w.d.put)
+		id, err := w.newUpload()
 		if err != nil {
-			return mapErr("write", w.path, err)
+			return err
 		}
 		w.uploadID = id
 	}
@@ -289,7 +346,7 @@ func (w *writer) persist() error {
 	if !w.dirty {
 		return nil
 	}
-	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts))}
+	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts)), metaPartsSum: partsSum(w.parts)}
 	if err := w.d.putObject(w.ctx, "write", w.path, w.key+pendingSuffix, w.buf, m); err != nil {
 		return err
 	}
@@ -305,6 +362,9 @@ func (w *writer) Commit(ctx context.Context) error {
 	if w.object && !w.dirty {
 		return nil // already the object
 	}
+	// Taken first: uploading the buffer as the last part counts it in
+	// partSize as well.
+	size := w.Size()
 	if w.uploadID == "" {
 		if err := w.d.putObject(ctx, "commit", w.path, w.key, w.buf, nil); err != nil {
 			return w.fail(err)
@@ -319,7 +379,7 @@ func (w *writer) Commit(ctx context.Context) error {
 			return w.fail(mapErr("commit", w.path, err))
 		}
 	}
-	w.base, w.uploadID, w.parts, w.partSize, w.buf = w.Size(), "", nil, 0, nil
+	w.base, w.uploadID, w.parts, w.partSize, w.buf = size, "", nil, 0, nil
 	w.dirty, w.object = false, true
 	return w.cleanup(ctx)
 }
@@ -340,6 +400,14 @@ func (w *writer) cleanup(ctx context.Context) error {
 		}
 	}
 	w.strays = nil
+	if w.marked {
+		// Last: while an upload may be left, the marker names it.
+		err := w.d.core.RemoveObject(ctx, w.d.bucket, w.key+uploadsSuffix, minio.RemoveObjectOptions{})
+		if err := mapErr("commit", w.path, err); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			return err
+		}
+		w.marked = false
+	}
 	return nil
 }
 
