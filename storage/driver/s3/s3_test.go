@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -289,5 +290,49 @@ func assertNoUploads(t *testing.T, srv *miniotest.Server, bucket string) {
 			t.Fatal(u.Err)
 		}
 		t.Errorf("multipart upload left behind: %s", u.Key)
+	}
+}
+
+// Two writers on one file at once (a chunk sent to two replicas): the
+// first Close keeps its bytes, the second fails with ErrConcurrentWriter
+// and keeps nothing, so the saved state always matches one writer's bytes.
+func TestConcurrentWritersOneCloseWins(t *testing.T) {
+	srv := miniotest.Shared(t)
+	d := newDriver(t, srv, srv.NewBucket(t), "")
+	for _, start := range []string{"", "already here "} {
+		p := fmt.Sprintf("/c/%d", len(start))
+		if start != "" {
+			w, _ := d.Writer(ctx, p, false)
+			w.Write([]byte(start))
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := d.Writer(ctx, p, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := d.Writer(ctx, p, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Write([]byte("from a"))
+		b.Write([]byte("from b"))
+		if err := a.Close(); err != nil {
+			t.Fatalf("first Close: %v", err)
+		}
+		if err := b.Close(); !errors.Is(err, s3.ErrConcurrentWriter) {
+			t.Fatalf("second Close = %v, want ErrConcurrentWriter", err)
+		}
+		w, err := d.Writer(ctx, p, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := d.GetContent(ctx, p); string(got) != start+"from a" {
+			t.Fatalf("content %q, want %q", got, start+"from a")
+		}
 	}
 }

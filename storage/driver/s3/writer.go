@@ -97,6 +97,11 @@ type writer struct {
 	object    bool // the object at key holds the file (nothing pending)
 	dirty     bool // written since the state in the bucket
 	pending   bool // the pending object exists
+	// seen is the pending object's ETag as this writer last knew it ("":
+	// there was none); with seenKnown, Close replaces the pending object
+	// only if it is still that one (see persist).
+	seen      string
+	seenKnown bool
 	marked    bool // the uploads marker may exist
 	broken    error
 	closed    bool
@@ -143,6 +148,7 @@ func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
 		if err := mapErr("write", w.path, err); !errors.Is(err, driver.ErrNotFound) {
 			return false, err
 		}
+		w.seenKnown = true
 		return false, nil
 	}
 	buf, err := io.ReadAll(body)
@@ -150,7 +156,7 @@ func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
 	if err != nil {
 		return false, mapErr("write", w.path, err)
 	}
-	w.pending = true
+	w.pending, w.seen, w.seenKnown = true, info.ETag, true
 	id := meta(info.UserMetadata, metaUpload)
 	if id == "" {
 		w.buf = buf
@@ -346,13 +352,35 @@ func (w *writer) persist() error {
 	if !w.dirty {
 		return nil
 	}
-	m := map[string]string{metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts)), metaPartsSum: partsSum(w.parts)}
-	if err := w.d.putObject(w.ctx, "write", w.path, w.key+pendingSuffix, w.buf, m); err != nil {
-		return err
+	opts := w.d.put
+	opts.UserMetadata = mergeMeta(opts.UserMetadata, map[string]string{
+		metaUpload: w.uploadID, metaParts: strconv.Itoa(len(w.parts)), metaPartsSum: partsSum(w.parts)})
+	// Conditional: if another writer kept the file since this one opened
+	// it (a chunk sent to two replicas at once), this Close fails instead
+	// of replacing that writer's state with one the caller's saved hash
+	// would then not match.
+	if w.seenKnown {
+		if w.seen == "" {
+			opts.SetMatchETagExcept("*")
+		} else {
+			opts.SetMatchETag(w.seen)
+		}
 	}
-	w.dirty, w.pending = false, true
+	info, err := w.d.core.PutObject(w.ctx, w.d.bucket, w.key+pendingSuffix, bytes.NewReader(w.buf), int64(len(w.buf)), "", "", opts)
+	if err != nil {
+		if code := minio.ToErrorResponse(err).Code; code == "PreconditionFailed" || code == "ConditionalRequestConflict" {
+			return &driver.PathError{Op: "write", Path: w.path, Err: ErrConcurrentWriter}
+		}
+		return mapErr("write", w.path, err)
+	}
+	w.dirty, w.pending, w.seen, w.seenKnown = false, true, info.ETag, true
 	return nil
 }
+
+// ErrConcurrentWriter is returned (wrapped) by Close when another writer
+// kept the same file after this one opened it; what this one wrote is not
+// kept.
+var ErrConcurrentWriter = errors.New("another writer kept this file meanwhile")
 
 // Commit implements driver.FileWriter: the file becomes an object.
 func (w *writer) Commit(ctx context.Context) error {
