@@ -165,7 +165,12 @@ acl:
 			t.Errorf("compose down: %v %s", err, out)
 		}
 	})
-	if out, err := compose("up", "-d", "--build"); err != nil {
+	// Both replicas run one image: built once (up --build would build it
+	// for each, from a context that holds MinIO's 150 MB binary).
+	if out, err := compose("build", "--parallel", "minio", "auth", "registry-a"); err != nil {
+		t.Fatalf("compose build: %v\n%s", err, out)
+	}
+	if out, err := compose("up", "-d", "--no-build"); err != nil {
 		t.Fatalf("compose up: %v\n%s", err, out)
 	}
 	say("scale-out: images built, containers started (%s)", time.Since(start).Round(time.Second))
