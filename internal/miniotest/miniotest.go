@@ -25,8 +25,10 @@ import (
 	"github.com/berth-registry/berth/internal/testutil"
 )
 
-// Install is how CI gets MinIO (a static Go binary, built once).
-const Install = "GOBIN=/tmp/berth-tools go install github.com/minio/minio@" + Version
+// Install is how CI gets MinIO (a static Go binary, built once; without
+// cgo, so that it also runs in an image FROM scratch, as e2e's scale-out
+// test does).
+const Install = "CGO_ENABLED=0 GOBIN=/tmp/berth-tools go install github.com/minio/minio@" + Version
 
 // Version is the MinIO server CI installs.
 const Version = "v0.0.0-20260212201848-7aac2a2c5b7c"
