@@ -38,7 +38,9 @@ type Driver interface {
 	List(ctx context.Context, path string) ([]string, error)
 	// ListPage returns the direct children of the directory at path in key
 	// order (see Entry.Key), only those whose key sorts after after, and at
-	// most limit of them (limit ≤ 0: all). Listings that show a page use it,
+	// most limit of them (limit ≤ 0: all): the first limit, so that an
+	// answer shorter than limit tells the caller the directory has no more
+	// (storage's listings rely on it). Listings that show a page use it,
 	// so that they cost what the page costs: an object store answers it
 	// with one request per thousand entries, whatever the directory holds.
 	ListPage(ctx context.Context, path, after string, limit int) ([]Entry, error)
