@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"regexp"
 	"time"
 )
 
@@ -127,7 +126,27 @@ func (e *PathError) Error() string { return fmt.Sprintf("driver: %s %s: %v", e.O
 // Unwrap returns the cause, so errors.Is(err, ErrNotFound) works.
 func (e *PathError) Unwrap() error { return e.Err }
 
-var pathComponent = regexp.MustCompile(`^[A-Za-z0-9._:@+-]+$`)
+// pathByte says which bytes a path component may hold: letters, digits
+// and ._:@+- (a table, not a regular expression: every driver call checks
+// its path).
+var pathByte = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@+-") {
+		t[c] = true
+	}
+	return t
+}()
+
+func validComponent(c string) bool {
+	if c == "" || c == "." || c == ".." {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if !pathByte[c[i]] {
+			return false
+		}
+	}
+	return true
+}
 
 // CheckPath reports whether p is a path a driver accepts: absolute, clean,
 // and made of components of letters, digits and ._:@+- that are not "." or
@@ -142,7 +161,7 @@ func CheckPath(op, p string) error {
 	for i, start := 1, 1; i <= len(p); i++ {
 		if i == len(p) || p[i] == '/' {
 			c := p[start:i]
-			if c == "." || c == ".." || !pathComponent.MatchString(c) {
+			if !validComponent(c) {
 				return &PathError{Op: op, Path: p, Err: ErrInvalidPath}
 			}
 			start = i + 1
