@@ -37,6 +37,22 @@ func listBatch(n int) int {
 	return min(max(n+1, 100), 1000)
 }
 
+// tagBatch is how many entries a tag page's first ListPage asks for: the
+// page, the tag after it, and a quarter more, so that the tags that come
+// after the page's last in key order but may belong to the page (its
+// prefixes: "1.2.0" and "1.2" after "1.2.0-alpine") usually come in the
+// same call; at least 100. The tags directory is flat, so unlike the
+// catalog's batches this one is not capped: every entry read is a
+// candidate, and one call costs an object store a request per 1,000
+// entries, as several calls would. n < 0 (everything) reads the whole
+// directory (0).
+func tagBatch(n int) int {
+	if n < 0 {
+		return 0
+	}
+	return max(n+1+(n+1)/4, 100)
+}
+
 // startAt returns the after argument of a ListPage that starts at the
 // directory name: the listing then begins with the key name+"/".
 //
@@ -181,7 +197,7 @@ func (s *Store) tagPage(ctx context.Context, name string, page Page) ([]string, 
 	if page.N < 0 {
 		want = -1
 	}
-	c := children{d: s.d, dir: tagsPath(name), after: page.Last, limit: listBatch(page.N)}
+	c := children{d: s.d, dir: tagsPath(name), after: page.Last, limit: tagBatch(page.N)}
 	var cands []string           // read, after Last, not known to lack a current link; sorted
 	checked := map[string]bool{} // candidates whose current link exists
 	read := func() error {
@@ -226,7 +242,9 @@ func (s *Store) tagPage(ctx context.Context, name string, page Page) ([]string, 
 		if !ok {
 			break
 		}
-		c.after = max(c.after, startAt(y))
+		// A jump needs the few prefixes of the page's last tag; one
+		// response of an object store holds 1,000 entries.
+		c.after, c.limit = max(c.after, startAt(y)), min(c.limit, 1000)
 		if err := read(); err != nil {
 			return nil, false, err
 		}
