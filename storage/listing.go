@@ -6,6 +6,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -83,6 +84,12 @@ func (c *children) fill(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.take(es)
+	return nil
+}
+
+// take puts a batch read from after into buf, as fill does.
+func (c *children) take(es []driver.Entry) {
 	c.buf = es
 	if c.limit <= 0 || len(es) < c.limit {
 		c.done = true
@@ -90,29 +97,11 @@ func (c *children) fill(ctx context.Context) error {
 	if len(es) > 0 {
 		c.after = es[len(es)-1].Key()
 	}
-	return nil
 }
 
-// next returns the next child; ok is false at the end.
-func (c *children) next(ctx context.Context) (e driver.Entry, ok bool, err error) {
-	if len(c.buf) == 0 {
-		if c.done {
-			return e, false, nil
-		}
-		if err := c.fill(ctx); err != nil {
-			return e, false, err
-		}
-		if len(c.buf) == 0 {
-			return e, false, nil
-		}
-	}
-	e, c.buf = c.buf[0], c.buf[1:]
-	return e, true, nil
-}
-
-// hasDir reports whether the directory has a child directory name, reading
-// no child that next would not return anyway, except for one probe when
-// the first batch ends before name's place.
+// hasDir reports whether the directory has a child directory name. It
+// reads the first batch into buf if buf is empty, and, when the batch ends
+// before name's place, probes for it with one more ListPage call.
 func (c *children) hasDir(ctx context.Context, name string) (bool, error) {
 	if len(c.buf) == 0 && !c.done {
 		if err := c.fill(ctx); err != nil {
@@ -352,9 +341,17 @@ func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
 // The tree is walked depth first, each directory's children read lazily
 // in batches, and the walk stops once N+1 repositories are known. With
 // Last, each directory on the way to Last is read from Last's component in
-// it, so the subtrees before Last are never read.
+// it, so the subtrees before Last are never read. The first listings of
+// the next few subdirectories are read ahead, concurrently: as many as the
+// page still needs if each holds as many repositories as the one before,
+// at most readAhead.
 func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	w := catalogWalk{d: s.d, want: page.N + 1, limit: listBatch(page.N)}
+	defer func() {
+		cancel() // the reads ahead that the page did not need
+		w.ahead.Wait()
+	}()
 	if page.N < 0 {
 		w.want = -1
 	}
@@ -362,7 +359,7 @@ func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) 
 	if page.Last != "" {
 		from = page.Last + "/"
 	}
-	if err := w.visit(ctx, repositoriesPath(), "", from, false); err != nil {
+	if err := w.visit(ctx, catalogDir{path: repositoriesPath(), rest: from}); err != nil {
 		return nil, false, err
 	}
 	if page.N >= 0 && len(w.repos) > page.N {
@@ -371,71 +368,154 @@ func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) 
 	return w.repos, false, nil
 }
 
+// readAhead is how many subdirectories' first listings a catalog walk
+// reads ahead in each directory it walks.
+const readAhead = 16
+
 // catalogWalk is one catalog page's walk of the repositories tree.
 type catalogWalk struct {
 	d     driver.Driver
 	want  int // repositories to find (< 0: all)
 	limit int // ListPage batch
 	repos []string
+	ahead sync.WaitGroup // reads ahead in flight
 }
 
 func (w *catalogWalk) full() bool { return w.want >= 0 && len(w.repos) >= w.want }
 
-// visit walks directory dir, whose repository's key is prefix ("" for the
-// tree's root, "a/b/" below). rest is what is left of the page's start
-// key (Last+"/") below this directory when the start lies inside it: then
-// the children before rest's first component are skipped, that one is
-// visited with the remainder, and the ones after it wholly. self says
-// whether the directory itself sorts after the start, and so is listed if
-// it is a repository.
-func (w *catalogWalk) visit(ctx context.Context, dir, prefix, rest string, self bool) error {
-	c := children{d: w.d, dir: dir, limit: w.limit}
-	var comp string
-	inside := rest != ""
-	if inside {
-		comp, rest, _ = strings.Cut(rest, "/")
-		c.after = startAt(comp)
+// catalogDir is a directory of the repositories tree that the walk visits.
+type catalogDir struct {
+	path   string
+	prefix string // its repository's key: "" for the tree's root, "a/b/" below
+	// rest is what is left of the page's start key (Last+"/") below this
+	// directory when the start lies inside it: the children before rest's
+	// first component are skipped, that one is visited with the
+	// remainder, and the ones after it wholly.
+	rest string
+	// self says whether the directory itself sorts after the start, and
+	// so is listed if it is a repository.
+	self  bool
+	first *listing // its first batch of children, read ahead; nil: not
+}
+
+// after is where the directory's listing starts.
+func (d catalogDir) after() string {
+	if d.rest == "" {
+		return ""
 	}
-	if self {
+	comp, _, _ := strings.Cut(d.rest, "/")
+	return startAt(comp)
+}
+
+// listing is a ListPage call made ahead of its use.
+type listing struct {
+	done chan struct{}
+	es   []driver.Entry
+	err  error
+}
+
+// readAhead starts reading d's first batch of children.
+func (w *catalogWalk) readAhead(ctx context.Context, d *catalogDir) {
+	l := &listing{done: make(chan struct{})}
+	d.first = l
+	w.ahead.Add(1)
+	go func() {
+		defer w.ahead.Done()
+		defer close(l.done)
+		l.es, l.err = w.d.ListPage(ctx, d.path, d.after(), w.limit)
+	}()
+}
+
+// visit walks directory d.
+func (w *catalogWalk) visit(ctx context.Context, d catalogDir) error {
+	c := children{d: w.d, dir: d.path, limit: w.limit, after: d.after()}
+	if d.first != nil {
+		select {
+		case <-d.first.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if d.first.err != nil {
+			return skipGone(d.first.err)
+		}
+		c.take(d.first.es)
+	}
+	var comp, rest string
+	inside := d.rest != ""
+	if inside {
+		comp, rest, _ = strings.Cut(d.rest, "/")
+	}
+	if d.self {
 		ok, err := c.hasDir(ctx, "_manifests")
 		if err != nil {
 			return skipGone(err)
 		}
 		if ok {
-			w.repos = append(w.repos, strings.TrimSuffix(prefix, "/"))
+			w.repos = append(w.repos, strings.TrimSuffix(d.prefix, "/"))
 			if w.full() {
 				return nil
 			}
 		}
 	}
 	for {
-		e, ok, err := c.next(ctx)
-		if err != nil {
-			return skipGone(err)
-		}
-		if !ok {
-			return nil
-		}
-		// Other children are a repository's own: _manifests, _layers,
-		// _uploads, _referrers (a name's components start with a letter
-		// or digit).
-		if !e.IsDir || strings.HasPrefix(e.Name, "_") {
+		if len(c.buf) == 0 {
+			if c.done {
+				return nil
+			}
+			if err := c.fill(ctx); err != nil {
+				return skipGone(err)
+			}
 			continue
 		}
-		sub, subRest, subSelf := path.Join(dir, e.Name), "", true
-		if inside {
-			switch k := e.Key(); {
-			case k < comp+"/":
+		var subs []catalogDir
+		for _, e := range c.buf {
+			// Other children are a repository's own: _manifests, _layers,
+			// _uploads, _referrers (a name's components start with a
+			// letter or digit).
+			if !e.IsDir || strings.HasPrefix(e.Name, "_") {
 				continue
-			case k == comp+"/":
-				subRest, subSelf = rest, false
 			}
+			sub := catalogDir{path: path.Join(d.path, e.Name), prefix: d.prefix + e.Name + "/", self: true}
+			if inside {
+				switch k := e.Key(); {
+				case k < comp+"/":
+					continue
+				case k == comp+"/":
+					sub.rest, sub.self = rest, false
+				}
+			}
+			subs = append(subs, sub)
 		}
-		if err := w.visit(ctx, sub, prefix+e.Name+"/", subRest, subSelf); err != nil {
-			return err
-		}
-		if w.full() {
-			return nil
+		c.buf = nil
+		ahead := 0 // subs[:ahead] are visited or being read ahead
+		yield := 0 // repositories the last subdirectory that held any held
+		for i := range subs {
+			// Read ahead as many subdirectories as the page still needs
+			// if each holds as many repositories as the last one that
+			// held any: none until one did, up to readAhead beside this
+			// one.
+			window := 1
+			if yield > 0 {
+				window = readAhead + 1
+				if w.want >= 0 {
+					window = min(window, (w.want-len(w.repos)+yield-1)/yield)
+				}
+			}
+			for ; ahead < len(subs) && ahead < i+window; ahead++ {
+				if ahead > i {
+					w.readAhead(ctx, &subs[ahead])
+				}
+			}
+			before := len(w.repos)
+			if err := w.visit(ctx, subs[i]); err != nil {
+				return err
+			}
+			if w.full() {
+				return nil
+			}
+			if n := len(w.repos) - before; n > 0 {
+				yield = n
+			}
 		}
 	}
 }
