@@ -14,8 +14,8 @@
 # round, for each registry (Berth first in odd rounds, Distribution in even
 # ones): starts it on the data, plain HTTP on 127.0.0.1, upload purging
 # off; runs `registry-bench listings` once with the page cache dropped
-# before each figure (cold; unless this is not root) and once more right
-# after (warm); stops it. Before each registry's runs the script waits (at
+# before each figure (cold; unless this is not root), then once to read
+# everything back and once more (warm); stops it. Before each registry's runs the script waits (at
 # most --quiet-wait minutes, 0: not at all) until the machine is quiet:
 # under a fifth of a core busy over 5 s. The 1-minute load average is
 # recorded with each run.
@@ -125,6 +125,9 @@ one() {
 	for cache in ${drop:+cold} warm; do
 		flag=
 		[ $cache = cold ] && flag=$drop
+		# The cold run dropped the cache before each figure: read
+		# everything once more before the warm one.
+		[ $cache = warm ] && "$work/bin/registry-bench" listings --url "http://127.0.0.1:$port" >/dev/null
 		load=$(cut -d' ' -f1 /proc/loadavg)
 		"$work/bin/registry-bench" listings --url "http://127.0.0.1:$port" --target "$reg" --round "$round" $flag |
 			grep '^{' | sed 's/[{}"]//g' | tr ',' '\n' | awk -F: -v pre="$round\t$reg\t$pos\t$cache\t$load" '

@@ -79,7 +79,7 @@ func TestListingsAgainstBerth(t *testing.T) {
 		}
 	}
 	// The catalog holds gcdata's repositories and bench/tags.
-	want := map[string]int{"catalog-first-100": 31, "catalog-all-1000": 31, "tags-all-1000": 1200, "manifest-get-by-tag": 50}
+	want := map[string]int{"catalog-first-100": 31, "catalog-all-1000": 31, "tags-first-100": 100, "tags-all-1000": 1200, "manifest-get-by-tag": 50}
 	for test, n := range want {
 		if items[test] != n {
 			t.Errorf("%s: %d items, want %d\n%s", test, items[test], n, out.String())
