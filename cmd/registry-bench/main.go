@@ -6,6 +6,8 @@
 //	registry-bench compare --berth ./registry --distribution ./distribution-registry --workdir /tmp/bench
 //	registry-bench gencert --dir DIR
 //	registry-bench gcdata --dir DIR [--repos 10000] [--blobs 100000] [--unreferenced 0.2] [--seed N]
+//	registry-bench listdata --dir DIR [--repos 10000] [--tags 10000]
+//	registry-bench listings --url http://127.0.0.1:5000 [--drop-caches]
 //
 // The tests: push-mono, push-chunked, push-parallel, pull, pull-h2,
 // manifest-put, manifest-get (the registry), token-basic, token-refresh
@@ -56,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return compareCmd(ctx, args[1:], stdout, stderr)
 		case "gcdata":
 			return gcDataCmd(ctx, args[1:], stdout, stderr)
+		case "listdata":
+			return listDataCmd(ctx, args[1:], stdout, stderr)
+		case "listings":
+			return listingsCmd(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return benchCmd(ctx, args, stdout, stderr)

@@ -27,9 +27,12 @@ type Result struct {
 	// PeakRSSKiB is the server's VmHWM after the test, when its PID is
 	// known; PeakReset says whether the peak was reset before the test
 	// (otherwise it is the peak since the server started).
-	PeakRSSKiB int64  `json:"peak_rss_kib,omitempty"`
-	PeakReset  bool   `json:"peak_reset,omitempty"`
-	Error      string `json:"error,omitempty"`
+	PeakRSSKiB int64 `json:"peak_rss_kib,omitempty"`
+	PeakReset  bool  `json:"peak_reset,omitempty"`
+	// Cache is "cold" when the page cache was dropped right before the
+	// test, "warm" when it was not; empty where it does not matter.
+	Cache string `json:"cache,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 func throughput(bytes int64, d time.Duration) float64 {

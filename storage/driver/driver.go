@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"regexp"
 	"time"
 )
 
@@ -38,7 +37,9 @@ type Driver interface {
 	List(ctx context.Context, path string) ([]string, error)
 	// ListPage returns the direct children of the directory at path in key
 	// order (see Entry.Key), only those whose key sorts after after, and at
-	// most limit of them (limit ≤ 0: all). Listings that show a page use it,
+	// most limit of them (limit ≤ 0: all): the first limit, so that an
+	// answer shorter than limit tells the caller the directory has no more
+	// (storage's listings rely on it). Listings that show a page use it,
 	// so that they cost what the page costs: an object store answers it
 	// with one request per thousand entries, whatever the directory holds.
 	ListPage(ctx context.Context, path, after string, limit int) ([]Entry, error)
@@ -132,7 +133,27 @@ func (e *PathError) Error() string { return fmt.Sprintf("driver: %s %s: %v", e.O
 // Unwrap returns the cause, so errors.Is(err, ErrNotFound) works.
 func (e *PathError) Unwrap() error { return e.Err }
 
-var pathComponent = regexp.MustCompile(`^[A-Za-z0-9._:@+-]+$`)
+// pathByte says which bytes a path component may hold: letters, digits
+// and ._:@+- (a table, not a regular expression: every driver call checks
+// its path).
+var pathByte = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@+-") {
+		t[c] = true
+	}
+	return t
+}()
+
+func validComponent(c string) bool {
+	if c == "" || c == "." || c == ".." {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if !pathByte[c[i]] {
+			return false
+		}
+	}
+	return true
+}
 
 // CheckPath reports whether p is a path a driver accepts: absolute, clean,
 // and made of components of letters, digits and ._:@+- that are not "." or
@@ -147,7 +168,7 @@ func CheckPath(op, p string) error {
 	for i, start := 1, 1; i <= len(p); i++ {
 		if i == len(p) || p[i] == '/' {
 			c := p[start:i]
-			if c == "." || c == ".." || !pathComponent.MatchString(c) {
+			if !validComponent(c) {
 				return &PathError{Op: op, Path: p, Err: ErrInvalidPath}
 			}
 			start = i + 1

@@ -4,6 +4,7 @@
 package filesystem
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -435,13 +436,19 @@ func (d *Driver) List(ctx context.Context, p string) ([]string, error) {
 
 // ListPage implements driver.Driver. A directory is read whole (that is
 // one system call per few hundred entries, and what the kernel offers);
-// the page is cut from it without a stat per entry.
+// the page is cut from it without a stat per entry, and sorted once, by
+// key, without building the keys (os.ReadDir would sort it by name first).
 func (d *Driver) ListPage(ctx context.Context, p, after string, limit int) ([]driver.Entry, error) {
 	full, err := d.full("list", p)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(full)
+	f, err := os.Open(full)
+	if err != nil {
+		return nil, wrap("list", p, err)
+	}
+	entries, err := f.ReadDir(-1)
+	f.Close()
 	if err != nil {
 		return nil, wrap("list", p, err)
 	}
@@ -450,15 +457,54 @@ func (d *Driver) ListPage(ctx context.Context, p, after string, limit int) ([]dr
 		if strings.HasPrefix(e.Name(), tempPrefix) || (p == "/" && e.Name() == journalDir) {
 			continue
 		}
-		if ent := (driver.Entry{Name: e.Name(), IsDir: e.IsDir()}); ent.Key() > after {
+		if ent := (driver.Entry{Name: e.Name(), IsDir: e.IsDir()}); keyAfter(ent, after) {
 			out = append(out, ent)
 		}
 	}
-	slices.SortFunc(out, func(a, b driver.Entry) int { return strings.Compare(a.Key(), b.Key()) })
+	slices.SortFunc(out, compareKeys)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// compareKeys compares the keys of a and b (see driver.Entry.Key).
+func compareKeys(a, b driver.Entry) int {
+	n := min(len(a.Name), len(b.Name))
+	if c := strings.Compare(a.Name[:n], b.Name[:n]); c != 0 {
+		return c
+	}
+	// One name is a prefix of the other: the next bytes of the keys decide
+	// (names hold no '/', so they differ unless the keys are equal).
+	return cmp.Compare(keyByte(a, n), keyByte(b, n))
+}
+
+// keyByte is byte i of e's key, or -1 past its end; i ≤ len(e.Name).
+func keyByte(e driver.Entry, i int) int {
+	switch {
+	case i < len(e.Name):
+		return int(e.Name[i])
+	case e.IsDir:
+		return '/'
+	}
+	return -1
+}
+
+// keyAfter reports whether e's key sorts after after.
+func keyAfter(e driver.Entry, after string) bool {
+	n := min(len(e.Name), len(after))
+	if c := strings.Compare(e.Name[:n], after[:n]); c != 0 {
+		return c > 0
+	}
+	switch {
+	case len(e.Name) > n: // after is a proper prefix of the name
+		return true
+	case !e.IsDir: // the key is after or a prefix of it
+		return false
+	case len(after) == n: // the key is after and "/"
+		return true
+	}
+	return after[n] < '/'
 }
 
 // Move implements driver.Driver with a rename followed by an fsync of the

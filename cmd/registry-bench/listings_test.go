@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/filesystem"
+)
+
+func TestListTagNames(t *testing.T) {
+	tags := listTagNames(12)
+	want := []string{"0.0", "0.0-alpine", "0.0.0", "0.0.0-alpine", "0.0.0-rc.1", "0.1", "0.1-alpine", "0.1.0", "0.1.0-alpine", "0.1.0-rc.1", "0.2", "0.2-alpine"}
+	if !slices.Equal(tags, want) {
+		t.Fatalf("listTagNames(12) = %v", tags)
+	}
+	all := listTagNames(10000)
+	seen := map[string]bool{}
+	for _, tag := range all {
+		if seen[tag] || storage.ValidateTag(tag) != nil {
+			t.Fatalf("tag %q repeated or invalid", tag)
+		}
+		seen[tag] = true
+	}
+	if len(all) != 10000 {
+		t.Fatalf("%d tags", len(all))
+	}
+}
+
+func TestNextLink(t *testing.T) {
+	for h, want := range map[string]string{
+		`</v2/_catalog?last=a%2Fb&n=2>; rel="next"`: "/v2/_catalog?last=a%2Fb&n=2",
+		`</v2/x/tags/list?n=1>; rel="prev"`:         "",
+		``:                                          "",
+		`garbage>`:                                  "",
+	} {
+		if got := nextLink(h); got != want {
+			t.Errorf("nextLink(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// TestListingsAgainstBerth writes a small listing data directory, serves
+// it with Berth, and checks that every figure lists and pulls everything.
+func TestListingsAgainstBerth(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"listdata", "--dir", dir, "--repos", "30", "--tags", "1200", "--images", "3"}, &out, &out); err != nil {
+		t.Fatalf("listdata: %v\n%s", err, out.String())
+	}
+	drv, err := filesystem.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { drv.Close() })
+	srv := httptest.NewServer(registry.New(registry.Config{Store: storage.New(drv)}))
+	t.Cleanup(srv.Close)
+	out.Reset()
+	if err := run(context.Background(), []string{"listings", "--url", srv.URL, "--gets", "50", "--target", "berth"}, &out, &out); err != nil {
+		t.Fatalf("listings: %v\n%s", err, out.String())
+	}
+	items := map[string]int{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		var r Result
+		if strings.HasPrefix(line, "{") {
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Target != "berth" || r.Cache != "warm" || r.Seconds <= 0 {
+				t.Errorf("result %+v", r)
+			}
+			items[r.Test] = r.Ops
+		}
+	}
+	// The catalog holds gcdata's repositories and bench/tags.
+	want := map[string]int{"catalog-first-100": 31, "catalog-all-1000": 31, "tags-first-100": 100, "tags-all-1000": 1200, "manifest-get-by-tag": 50}
+	for test, n := range want {
+		if items[test] != n {
+			t.Errorf("%s: %d items, want %d\n%s", test, items[test], n, out.String())
+		}
+	}
+}

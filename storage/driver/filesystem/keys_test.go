@@ -1,0 +1,42 @@
+package filesystem
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// compareKeys and keyAfter agree with comparing the keys themselves, on
+// names that are prefixes of one another and continue with bytes on
+// either side of '/'.
+func TestKeyComparisons(t *testing.T) {
+	const alphabet = "a-._0/~"
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func(nameOnly bool) string {
+		var b []byte
+		for range rng.IntN(4) {
+			c := alphabet[rng.IntN(len(alphabet))]
+			if nameOnly && c == '/' {
+				c = 'a'
+			}
+			b = append(b, c)
+		}
+		return string(b)
+	}
+	for range 100000 {
+		a := driver.Entry{Name: "x" + word(true), IsDir: rng.IntN(2) == 0}
+		b := driver.Entry{Name: "x" + word(true), IsDir: rng.IntN(2) == 0}
+		if got, want := compareKeys(a, b), strings.Compare(a.Key(), b.Key()); got != want {
+			t.Fatalf("compareKeys(%q, %q) = %d, want %d", a.Key(), b.Key(), got, want)
+		}
+		after := "x" + word(false)
+		if rng.IntN(10) == 0 {
+			after = ""
+		}
+		if got, want := keyAfter(a, after), a.Key() > after; got != want {
+			t.Fatalf("keyAfter(%q, %q) = %v, want %v", a.Key(), after, got, want)
+		}
+	}
+}
