@@ -94,9 +94,9 @@ type writer struct {
 	buf      []byte
 	strays   []string // other uploads of key, left by writers that died
 
-	object    bool // the object at key holds the file (nothing pending)
-	dirty     bool // written since the state in the bucket
-	pending   bool // the pending object exists
+	object  bool // the object at key holds the file (nothing pending)
+	dirty   bool // written since the state in the bucket
+	pending bool // the pending object exists
 	// seen is the pending object's ETag as this writer last knew it ("":
 	// there was none); with seenKnown, Close replaces the pending object
 	// only if it is still that one (see persist).
@@ -368,7 +368,10 @@ func (w *writer) persist() error {
 	}
 	info, err := w.d.core.PutObject(w.ctx, w.d.bucket, w.key+pendingSuffix, bytes.NewReader(w.buf), int64(len(w.buf)), "", "", opts)
 	if err != nil {
-		if code := minio.ToErrorResponse(err).Code; code == "PreconditionFailed" || code == "ConditionalRequestConflict" {
+		// A pending object that went (another writer committed or
+		// cancelled the file) fails the If-Match as not found.
+		if code := minio.ToErrorResponse(err).Code; code == "PreconditionFailed" || code == "ConditionalRequestConflict" ||
+			(w.seen != "" && code == "NoSuchKey") {
 			return &driver.PathError{Op: "write", Path: w.path, Err: ErrConcurrentWriter}
 		}
 		return mapErr("write", w.path, err)
@@ -419,7 +422,7 @@ func (w *writer) cleanup(ctx context.Context) error {
 		if err := mapErr("commit", w.path, err); err != nil && !errors.Is(err, driver.ErrNotFound) {
 			return err
 		}
-		w.pending = false
+		w.pending, w.seen = false, ""
 	}
 	for _, id := range w.strays {
 		err := w.d.core.AbortMultipartUpload(ctx, w.d.bucket, w.key, id)
