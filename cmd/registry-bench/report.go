@@ -27,9 +27,14 @@ type Result struct {
 	// PeakRSSKiB is the server's VmHWM after the test, when its PID is
 	// known; PeakReset says whether the peak was reset before the test
 	// (otherwise it is the peak since the server started).
-	PeakRSSKiB int64  `json:"peak_rss_kib,omitempty"`
-	PeakReset  bool   `json:"peak_reset,omitempty"`
-	Error      string `json:"error,omitempty"`
+	PeakRSSKiB int64 `json:"peak_rss_kib,omitempty"`
+	PeakReset  bool  `json:"peak_reset,omitempty"`
+	// PeakRSSOneKiB is push-memory's peak with one upload (PeakRSSKiB is
+	// the peak with --parallel).
+	PeakRSSOneKiB int64 `json:"peak_rss_one_kib,omitempty"`
+	// Load1 is the machine's 1-minute load average right after the test.
+	Load1 float64 `json:"load1,omitempty"`
+	Error string  `json:"error,omitempty"`
 }
 
 func throughput(bytes int64, d time.Duration) float64 {
@@ -193,8 +198,8 @@ func maxRSS(rs []Result) int64 {
 // rounds' fractions).
 func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "test\tunit\t%s\t%s\t%s/%s\tbound\t%s/bound\tp50|p99 ms %s\tp50|p99 ms %s\tpeak RSS %s\tpeak RSS %s\trounds %s\trounds %s\n",
-		nameA, nameB, nameA, nameB, nameA, nameA, nameB, nameA, nameB, nameA, nameB)
+	fmt.Fprintf(tw, "test\tunit\t%s\t%s\t%s/%s\tbound\t%s/bound\tp50|p99 ms %s\tp50|p99 ms %s\tpeak RSS %s\tpeak RSS %s\trounds %s\trounds %s\tload1 %s|%s\n",
+		nameA, nameB, nameA, nameB, nameA, nameA, nameB, nameA, nameB, nameA, nameB, nameA, nameB)
 	for _, c := range cs {
 		a, b := median(values(c.A)), median(values(c.B))
 		ratio := "-"
@@ -213,9 +218,10 @@ func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 			latA = fmtNum(field(c.A, func(r Result) float64 { return r.P50ms })) + " | " + fmtNum(field(c.A, func(r Result) float64 { return r.P99ms }))
 			latB = fmtNum(field(c.B, func(r Result) float64 { return r.P50ms })) + " | " + fmtNum(field(c.B, func(r Result) float64 { return r.P99ms }))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		load := func(rs []Result) string { return fmtNum(field(rs, func(r Result) float64 { return r.Load1 })) }
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s | %s\n",
 			c.Test, c.Unit, fmtNum(a), fmtNum(b), ratio, bound, frac, latA, latB,
-			fmtRSS(maxRSS(c.A)), fmtRSS(maxRSS(c.B)), roundsString(c.A), roundsString(c.B))
+			fmtRSS(maxRSS(c.A)), fmtRSS(maxRSS(c.B)), roundsString(c.A), roundsString(c.B), load(c.A), load(c.B))
 	}
 	tw.Flush()
 }
