@@ -77,7 +77,7 @@ func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
 		// A tag whose current link never landed (a crash while tagging)
 		// does not exist.
 		tag := path.Base(e)
-		if ok, err := s.exists(ctx, tagCurrentPath(name, tag)); err != nil {
+		if ok, err := s.fileExists(ctx, tagCurrentPath(name, tag)); err != nil {
 			return nil, err
 		} else if ok {
 			tags = append(tags, tag)
