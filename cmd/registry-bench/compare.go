@@ -27,6 +27,10 @@ type server struct {
 	root string // storage root on disk; empty on S3
 	cmd  *exec.Cmd
 	done chan error
+	// how it was started, for restart
+	wd, bin string
+	env     []string
+	args    []string
 }
 
 // serverSetup is what both registries of a comparison are started with.
@@ -154,6 +158,14 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if counters != nil {
 			t.counter = counters[i]
 		}
+		t.restart = func(ctx context.Context) (int, error) {
+			if err := s.restart(ctx, opt.CACert); err != nil {
+				return 0, err
+			}
+			t.c.close()
+			t.h2.close()
+			return s.cmd.Process.Pid, nil
+		}
 		defer t.close()
 		targets = append(targets, t)
 	}
@@ -191,7 +203,8 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				r.Round, r.Load1 = round, load1()
 				writeJSON(stdout, r)
 				if t.counter != nil {
-					row := countRow{Target: t.name, Test: test, Ops: r.Ops, Counts: t.counter.take()}
+					row := countRow{Target: t.name, Test: test, Ops: r.Ops}
+					row.Counts, row.Sent, row.Recv = t.counter.take()
 					if r.Error == "" {
 						counts = append(counts, row)
 					}
@@ -377,12 +390,17 @@ http:
 // start runs the server with its output in <wd>/<name>.log. The process
 // gets SIGTERM when stop is called or ctx ends, and SIGKILL 10 s later.
 func (s *server) start(ctx context.Context, wd, bin string, env []string, args ...string) error {
+	s.wd, s.bin, s.env, s.args = wd, bin, env, args
 	if s.root != "" {
 		if err := os.MkdirAll(s.root, 0o755); err != nil {
 			return err
 		}
 	}
-	logf, err := os.Create(filepath.Join(wd, s.name+".log"))
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if s.cmd != nil {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND // a restart
+	}
+	logf, err := os.OpenFile(filepath.Join(wd, s.name+".log"), flags, 0o644)
 	if err != nil {
 		return err
 	}
@@ -398,6 +416,16 @@ func (s *server) start(ctx context.Context, wd, bin string, env []string, args .
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
 	return nil
+}
+
+// restart stops the server and starts it again, as it was started, on the
+// same address and storage, and waits until it answers.
+func (s *server) restart(ctx context.Context, caFile string) error {
+	s.stop()
+	if err := s.start(ctx, s.wd, s.bin, s.env, s.args...); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, caFile)
 }
 
 // stop asks the server to exit and waits for it.

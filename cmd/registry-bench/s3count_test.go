@@ -82,19 +82,24 @@ func TestS3CounterProxiesSignedRequests(t *testing.T) {
 	if err := st.c.RemoveObject(ctx, bucket, "a/data", minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	counts := c.take()
+	counts, sent, recv := c.take()
+	// What crosses the wire: the body, and the chunk signatures minio-go
+	// adds to a PUT over plain HTTP.
+	if n := int64(len(body)); sent < n || sent > n+1000 || recv != n {
+		t.Errorf("%d bytes sent and %d received, want %d each (and signatures)", sent, recv, n)
+	}
 	// minio-go asks for the bucket's region before its first request.
 	delete(counts, "GetBucketLocation")
 	want := map[string]int{"PutObject": 1, "GetObject": 1, "HeadObject": 1, "DeleteObject": 1}
 	if !maps.Equal(counts, want) {
 		t.Errorf("counts %v, want %v", counts, want)
 	}
-	if len(c.take()) != 0 {
+	if m, s, r := c.take(); len(m) != 0 || s != 0 || r != 0 {
 		t.Error("take did not start the counts again")
 	}
 	var out strings.Builder
-	writeCounts(&out, []countRow{{Target: "berth", Test: "push-mono", Ops: 2, Counts: want}})
-	if !strings.Contains(out.String(), "push-mono  berth     2           2") {
+	writeCounts(&out, []countRow{{Target: "berth", Test: "push-mono", Ops: 2, Counts: want, Sent: 3e6, Recv: 1e6}})
+	if !strings.Contains(out.String(), "push-mono  berth     2           2.00                       1.50 | 0.50") {
 		t.Errorf("table:\n%s", out.String())
 	}
 }
