@@ -26,6 +26,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -87,6 +88,7 @@ type Driver struct {
 	copyConc int
 	copyMin  int64
 	put      minio.PutObjectOptions
+	bufs     sync.Pool // writers' buffers of a chunk (*[]byte)
 }
 
 var (
