@@ -15,13 +15,13 @@ func (s *Store) StatBlob(ctx context.Context, name string, dg digest.Digest) (in
 	if err := ValidateName(name); err != nil {
 		return 0, err
 	}
-	if ok, err := s.exists(ctx, layerLinkPath(name, dg)); err != nil || !ok {
+	if ok, err := s.fileExists(ctx, layerLinkPath(name, dg)); err != nil || !ok {
 		if err == nil {
 			err = ErrBlobUnknown
 		}
 		return 0, err
 	}
-	fi, err := s.d.Stat(ctx, blobDataPath(dg))
+	fi, err := s.statFile(ctx, blobDataPath(dg))
 	if err != nil {
 		return 0, notFound(err, ErrBlobUnknown)
 	}
@@ -92,7 +92,7 @@ func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Dige
 		if _, err := s.StatBlob(ctx, from, dg); err != nil {
 			return 0, err
 		}
-	} else if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || !ok {
+	} else if ok, err := s.fileExists(ctx, blobDataPath(dg)); err != nil || !ok {
 		if err == nil {
 			err = ErrBlobUnknown
 		}
@@ -101,7 +101,7 @@ func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Dige
 	if _, err := s.promise(ctx, dg); err != nil {
 		return 0, err
 	}
-	fi, err := s.d.Stat(ctx, blobDataPath(dg))
+	fi, err := s.statFile(ctx, blobDataPath(dg))
 	if err != nil {
 		return 0, notFound(err, ErrBlobUnknown)
 	}
@@ -113,14 +113,14 @@ func (s *Store) MountBlob(ctx context.Context, name, from string, dg digest.Dige
 // instead, which also makes concurrent uploads of one blob safe.
 func (s *Store) placeBlob(ctx context.Context, src string, dg digest.Digest, size int64) error {
 	dst := blobDataPath(dg)
-	if fi, err := s.d.Stat(ctx, dst); err == nil && fi.Size == size {
+	if fi, err := s.statFile(ctx, dst); err == nil && fi.Size == size {
 		return s.d.Delete(ctx, src)
 	}
 	err := s.d.Move(ctx, src, dst)
 	if err != nil {
 		// Lost a race with another upload of the same content (on Windows
 		// a rename onto a file being read fails): fine if it is there now.
-		if fi, serr := s.d.Stat(ctx, dst); serr == nil && fi.Size == size {
+		if fi, serr := s.statFile(ctx, dst); serr == nil && fi.Size == size {
 			return nil
 		}
 		if errors.Is(err, driver.ErrNotFound) {

@@ -136,7 +136,7 @@ func (s *Store) renewLease(ctx context.Context, dg digest.Digest) error {
 		return fmt.Errorf("%w: %v", ErrDigestInvalid, err)
 	}
 	p := leasePath(dg)
-	if fi, err := s.d.Stat(ctx, p); err == nil && time.Since(fi.ModTime) < s.grace/4 {
+	if fi, err := s.statFile(ctx, p); err == nil && time.Since(fi.ModTime) < s.grace/4 {
 		return nil
 	}
 	return s.d.PutContent(ctx, p, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
@@ -147,7 +147,7 @@ func (s *Store) renewLease(ctx context.Context, dg digest.Digest) error {
 func (s *Store) waitDoomed(ctx context.Context, p string) (bool, error) {
 	waited := false
 	for {
-		fi, err := s.d.Stat(ctx, p)
+		fi, err := s.statFile(ctx, p)
 		if errors.Is(err, driver.ErrNotFound) {
 			return waited, nil
 		}

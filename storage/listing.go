@@ -277,7 +277,7 @@ func (s *Store) missingCurrent(ctx context.Context, name string, tags []string, 
 	g.SetLimit(statParallel)
 	for i, t := range todo {
 		g.Go(func() error {
-			ok, err := s.exists(gctx, tagCurrentPath(name, t))
+			ok, err := s.fileExists(gctx, tagCurrentPath(name, t))
 			found[i] = ok
 			return err
 		})

@@ -259,7 +259,7 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	}
 	writes := []func() error{
 		func() error {
-			if ok, err := s.exists(ctx, blobDataPath(dg)); err != nil || ok {
+			if ok, err := s.fileExists(ctx, blobDataPath(dg)); err != nil || ok {
 				return err
 			}
 			return s.d.PutContent(ctx, blobDataPath(dg), payload)
@@ -363,14 +363,14 @@ func (r repoContent) blobSize(ctx context.Context, dg digest.Digest) (int64, err
 }
 
 func (r repoContent) manifestSize(ctx context.Context, dg digest.Digest) (int64, error) {
-	ok, err := r.s.exists(ctx, revisionLinkPath(r.name, dg))
+	ok, err := r.s.fileExists(ctx, revisionLinkPath(r.name, dg))
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
 		return 0, ErrManifestUnknown
 	}
-	fi, err := r.s.d.Stat(ctx, blobDataPath(dg))
+	fi, err := r.s.statFile(ctx, blobDataPath(dg))
 	if err != nil {
 		return 0, notFound(err, ErrManifestUnknown)
 	}
@@ -435,7 +435,7 @@ func (s *Store) ResolveManifest(ctx context.Context, name, ref string) (digest.D
 			return "", notFound(err, ErrManifestUnknown)
 		}
 	}
-	if ok, err := s.exists(ctx, revisionLinkPath(name, dg)); err != nil || !ok {
+	if ok, err := s.fileExists(ctx, revisionLinkPath(name, dg)); err != nil || !ok {
 		if err == nil {
 			err = ErrManifestUnknown
 		}
@@ -483,7 +483,7 @@ func (s *Store) CheckManifest(ctx context.Context, name, ref string) (*Manifest,
 	if _, err := s.ResolveManifest(ctx, name, m.Digest.String()); err != nil {
 		return nil, err
 	}
-	if ok, err := s.exists(ctx, blobDataPath(m.Digest)); err != nil || !ok {
+	if ok, err := s.fileExists(ctx, blobDataPath(m.Digest)); err != nil || !ok {
 		if err == nil {
 			err = ErrManifestUnknown
 		}

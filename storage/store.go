@@ -112,7 +112,33 @@ func (s *Store) writeLink(ctx context.Context, p string, dg digest.Digest) error
 	return s.d.PutContent(ctx, p, []byte(dg.String()))
 }
 
-// exists reports whether p exists; errors other than not-found are returned.
+// statFile describes the file at p; a directory there is no file. Lookups
+// of storage's own files (links, blob data, leases, markers) use it: on a
+// driver.FileStater it is one request to an object store, where Stat of a
+// missing path also lists the prefix for a directory.
+func (s *Store) statFile(ctx context.Context, p string) (driver.FileInfo, error) {
+	if fs, ok := s.d.(driver.FileStater); ok {
+		return fs.StatFile(ctx, p)
+	}
+	fi, err := s.d.Stat(ctx, p)
+	if err == nil && fi.IsDir {
+		return driver.FileInfo{}, &driver.PathError{Op: "stat", Path: p, Err: driver.ErrNotFound}
+	}
+	return fi, err
+}
+
+// fileExists reports whether there is a file at p; errors other than
+// not-found are returned.
+func (s *Store) fileExists(ctx context.Context, p string) (bool, error) {
+	_, err := s.statFile(ctx, p)
+	if errors.Is(err, driver.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// exists reports whether p, a file or a directory, exists; errors other
+// than not-found are returned.
 func (s *Store) exists(ctx context.Context, p string) (bool, error) {
 	_, err := s.d.Stat(ctx, p)
 	if errors.Is(err, driver.ErrNotFound) {

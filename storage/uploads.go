@@ -176,7 +176,7 @@ func (s *Store) lockUpload(ctx context.Context, name, id string) (unlock func(),
 	if err != nil {
 		return nil, err
 	}
-	ok, err := s.exists(ctx, uploadStartedPath(name, id))
+	ok, err := s.fileExists(ctx, uploadStartedPath(name, id))
 	if err == nil && !ok {
 		err = ErrUploadUnknown
 	}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type Options struct {
 	Size     int64  // bytes per blob test
 	Chunk    int64  // PATCH size of the chunked push
 	Parallel int
+	MemSize  int64         // bytes of each upload of push-memory
 	Duration time.Duration // of each small-request test, unless Count is set
 	Count    int           // total requests of each small-request test
 	PID      int           // the server's, for VmHWM
@@ -44,9 +46,11 @@ type Options struct {
 
 // The tests, in the order they run.
 var (
-	registryTests = []string{"push-mono", "push-chunked", "push-parallel", "pull", "pull-h2", "manifest-put", "manifest-get"}
+	registryTests = []string{"push-mono", "push-chunked", "push-parallel", "push-memory", "pull", "pull-h2", "manifest-put", "manifest-get"}
 	authTests     = []string{"token-basic", "token-refresh"}
 	limitTests    = []string{"limit-sha256", "limit-aesgcm", "limit-recv", "limit-disk"}
+	// s3LimitTests run where a comparison has an S3 store.
+	s3LimitTests = []string{"limit-s3put", "limit-s3get"}
 )
 
 // selected returns the tests of group that only (comma-separated, empty
@@ -70,7 +74,7 @@ func checkOnly(only string) error {
 	if only == "" {
 		return nil
 	}
-	all := append(append(append([]string{}, registryTests...), authTests...), limitTests...)
+	all := slices.Concat(registryTests, authTests, limitTests, s3LimitTests)
 	for _, o := range strings.Split(only, ",") {
 		found := false
 		for _, t := range all {
@@ -88,6 +92,8 @@ type bencher struct {
 	opt   Options
 	nonce [24]byte
 	seq   atomic.Uint64
+	s3    *s3Store // the store of a comparison on S3, for its limits
+	plain bool     // plain HTTP: a pull's bound has no decryption
 }
 
 func newBencher(opt Options) *bencher {
@@ -115,9 +121,28 @@ type target struct {
 	// DELETE only unlinks; the data waits for garbage collection).
 	root string
 
+	// s3 and bucket are the store and bucket of a registry on S3 that this
+	// program started: blob data is removed from there instead.
+	s3     *s3Store
+	bucket string
+	// counter, when set, counts the registry's S3 requests; the count
+	// restarts where a test's timed part starts.
+	counter *s3Counter
+	// restart, when set, replaces the server with a fresh process on the
+	// same address and storage, and returns its pid: push-memory measures
+	// each of its peaks from a fresh start.
+	restart func(ctx context.Context) (int, error)
+
 	pullRepo string
 	pullBlob *Blob
 	manifest *manifestBase
+}
+
+// timed marks the start of the timed part of a test.
+func (t *target) timed() {
+	if t.counter != nil {
+		_, _, _ = t.counter.take()
+	}
 }
 
 func (t *target) close() {
@@ -141,11 +166,13 @@ func (b *bencher) run(ctx context.Context, t *target, test string) Result {
 	var err error
 	switch test {
 	case "push-mono":
-		r, err = b.pushTest(ctx, t, repo, 1, false)
+		r, err = b.pushTest(ctx, t, repo, 1, b.opt.Size, false)
 	case "push-chunked":
-		r, err = b.pushTest(ctx, t, repo, 1, true)
+		r, err = b.pushTest(ctx, t, repo, 1, b.opt.Size, true)
 	case "push-parallel":
-		r, err = b.pushTest(ctx, t, repo, b.opt.Parallel, false)
+		r, err = b.pushTest(ctx, t, repo, b.opt.Parallel, b.opt.Size/int64(b.opt.Parallel), false)
+	case "push-memory":
+		r, err = b.pushMemory(ctx, t, repo)
 	case "pull":
 		r, err = b.pull(ctx, t, t.c)
 	case "pull-h2":
@@ -167,19 +194,20 @@ func (b *bencher) run(ctx context.Context, t *target, test string) Result {
 	return r
 }
 
-// pushTest pushes n blobs of Size/n bytes concurrently (one each),
+// pushTest pushes n blobs of size bytes concurrently (one each),
 // monolithically or in Chunk-sized PATCHes.
-func (b *bencher) pushTest(ctx context.Context, t *target, repo string, n int, chunked bool) (Result, error) {
+func (b *bencher) pushTest(ctx context.Context, t *target, repo string, n int, size int64, chunked bool) (Result, error) {
 	n = max(n, 1)
 	blobs := make([]*Blob, n)
 	for i := range blobs {
-		blobs[i] = b.newBlob(b.opt.Size / int64(n))
+		blobs[i] = b.newBlob(size)
 		blobs[i].Digest() // not timed
 	}
 	defer t.removeBlobs(repo, blobs...)
 	if err := t.ping(ctx, t.c, repo); err != nil {
 		return Result{}, err
 	}
+	t.timed()
 	var total int64
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -199,7 +227,44 @@ func (b *bencher) pushTest(ctx context.Context, t *target, repo string, n int, c
 	if err := errors.Join(errs...); err != nil {
 		return Result{}, err
 	}
-	return Result{Unit: "MB/s", Value: throughput(total, d), Bytes: total, Seconds: d.Seconds(), Proto: t.c.proto}, nil
+	return Result{Unit: "MB/s", Value: throughput(total, d), Bytes: total, Ops: n, Seconds: d.Seconds(), Proto: t.c.proto}, nil
+}
+
+// pushMemory is what one more concurrent upload costs the server: its
+// peak RSS while it receives one monolithic push of MemSize bytes, then
+// while it receives Parallel of them at once; the difference divided by
+// Parallel-1, in MiB per upload. Where this program started the server,
+// each push goes to a fresh process: a Go server keeps the heap of its
+// busiest moment for minutes, and a peak measured on top of it says
+// nothing about the uploads.
+func (b *bencher) pushMemory(ctx context.Context, t *target, repo string) (Result, error) {
+	n := b.opt.Parallel
+	if t.pid <= 0 || n < 2 {
+		return Result{}, errors.New("push-memory needs the server's pid and --parallel of at least 2")
+	}
+	var peaks [2]int64
+	var last Result
+	ops := 0
+	for i, k := range []int{1, n} {
+		if t.restart != nil {
+			pid, err := t.restart(ctx)
+			if err != nil {
+				return Result{}, err
+			}
+			t.pid = pid
+		}
+		if !resetPeak(t.pid) {
+			return Result{}, errors.New("push-memory cannot reset the server's peak RSS")
+		}
+		r, err := b.pushTest(ctx, t, repo, k, b.opt.MemSize, false)
+		if err != nil {
+			return Result{}, err
+		}
+		peaks[i], last = readPeak(t.pid), r
+		ops += r.Ops
+	}
+	per := float64(peaks[1]-peaks[0]) / float64(n-1) / 1024
+	return Result{Unit: "MiB/upload", Value: per, Ops: ops, Seconds: last.Seconds, Proto: last.Proto, PeakRSSOneKiB: peaks[0]}, nil
 }
 
 // ping gets credentials for repo (a token for its scope, or Basic) with
@@ -315,6 +380,7 @@ func (b *bencher) pull(ctx context.Context, t *target, c *Client) (Result, error
 		t.pullRepo, t.pullBlob = repo, bl
 	}
 	bl, repo := t.pullBlob, t.pullRepo
+	t.timed()
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base.String()+"/v2/"+repo+"/blobs/"+bl.Digest(), nil)
 	if err != nil {
@@ -334,11 +400,11 @@ func (b *bencher) pull(ctx context.Context, t *target, c *Client) (Result, error
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != bl.Size || got != bl.Digest() {
 		return Result{}, fmt.Errorf("pulled %d bytes with digest %s, want %d bytes with %s", n, got, bl.Size, bl.Digest())
 	}
-	return Result{Unit: "MB/s", Value: throughput(n, d), Bytes: n, Seconds: d.Seconds(), Proto: resp.Proto}, nil
+	return Result{Unit: "MB/s", Value: throughput(n, d), Bytes: n, Ops: 1, Seconds: d.Seconds(), Proto: resp.Proto}, nil
 }
 
 // removeBlobs deletes blobs through the API (best effort) and, when this
-// program owns the registry's storage, their data on disk.
+// program owns the registry's storage, their data on disk or in the bucket.
 func (t *target) removeBlobs(repo string, blobs ...*Blob) {
 	for _, bl := range blobs {
 		req, err := http.NewRequest(http.MethodDelete, t.c.base.String()+"/v2/"+repo+"/blobs/"+bl.Digest(), nil)
@@ -347,6 +413,9 @@ func (t *target) removeBlobs(repo string, blobs ...*Blob) {
 		}
 		if resp, err := t.c.Do(req, scopeFor(repo)); err == nil {
 			drain(resp)
+		}
+		if t.s3 != nil {
+			_ = t.s3.removeBlob(context.Background(), t.bucket, bl.Digest())
 		}
 		if t.root != "" {
 			hexd := strings.TrimPrefix(bl.Digest(), "sha256:")
@@ -443,6 +512,7 @@ func (b *bencher) manifestOps(ctx context.Context, t *target, put bool) (Result,
 		return Result{}, err
 	}
 	run := strconv.FormatUint(b.seq.Add(1), 10)
+	t.timed()
 	lat, d, err := b.ops(ctx, func(ctx context.Context, w, i int) error {
 		if put {
 			tag := fmt.Sprintf("r%s-w%d-%d", run, w, i)

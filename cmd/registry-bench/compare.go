@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,14 +24,31 @@ import (
 type server struct {
 	name string
 	url  string
-	root string // storage root
+	root string // storage root on disk; empty on S3
 	cmd  *exec.Cmd
 	done chan error
+	// how it was started, for restart
+	wd, bin string
+	env     []string
+	args    []string
+}
+
+// serverSetup is what both registries of a comparison are started with.
+type serverSetup struct {
+	wd        string
+	cert, key string // empty: plain HTTP
+	// s3Endpoint, when set, is the S3 endpoint the registry keeps its data
+	// at, in bucket, instead of a directory of wd.
+	s3Endpoint string
+	s3         *s3Store
+	bucket     string
+	debugAddr  string // Berth's http.debug.addr (pprof); empty: none
 }
 
 // compareCmd starts Berth and CNCF Distribution on loopback with one
-// certificate and data directories on one disk, runs each registry test
-// on both alternately for some rounds, and prints the side-by-side table.
+// certificate and data directories on one disk (or buckets of one S3
+// store), runs each registry test on both alternately for some rounds, and
+// prints the side-by-side table.
 func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opt := defaultOptions()
 	opt.DiskDir = ""
@@ -38,12 +58,21 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	distBin := fs.String("distribution", "", "CNCF Distribution's registry binary")
 	workdir := fs.String("workdir", "", "directory for the certificate, both data directories, logs and limit-disk (required; its disk is the one measured)")
 	rounds := fs.Int("rounds", 3, "rounds of each test per registry")
+	plain := fs.Bool("plain-http", false, "serve both registries over plain HTTP on loopback (pull-h2 is then left out)")
+	s3URL := fs.String("s3", "", "S3 endpoint (http://127.0.0.1:9000, a MinIO) to keep both registries' data in, in buckets "+berthBucket+" and "+distributionBucket+" (created, or emptied), instead of the workdir")
+	s3Key := fs.String("s3-accesskey", os.Getenv("REGISTRY_BENCH_S3_ACCESSKEY"), "S3 access key (env REGISTRY_BENCH_S3_ACCESSKEY)")
+	s3Secret := fs.String("s3-secretkey", os.Getenv("REGISTRY_BENCH_S3_SECRETKEY"), "S3 secret key (env REGISTRY_BENCH_S3_SECRETKEY)")
+	s3Count := fs.Bool("s3-count", false, "with --s3: count each registry's S3 requests per test through a proxy, and print them per operation (the proxy slows the store: take times from a run without it)")
+	debugAddr := fs.String("berth-debug", "", "Berth's http.debug.addr, for profiling it during the run (e.g. 127.0.0.1:5005)")
 	commonFlags(fs, &opt)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *berthBin == "" || *distBin == "" || *workdir == "" {
 		return errors.New("compare needs --berth, --distribution and --workdir")
+	}
+	if *s3Count && *s3URL == "" {
+		return errors.New("--s3-count needs --s3")
 	}
 	if err := opt.validate(); err != nil {
 		return err
@@ -61,28 +90,60 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	opt.DiskDir = cmp.Or(opt.DiskDir, wd)
-	cert, key, err := genCert(filepath.Join(wd, "cert"))
-	if err != nil {
-		return err
+	setup := serverSetup{wd: wd, debugAddr: *debugAddr}
+	if !*plain {
+		if setup.cert, setup.key, err = genCert(filepath.Join(wd, "cert")); err != nil {
+			return err
+		}
+		opt.CACert = setup.cert
 	}
-	opt.CACert = cert
+	tests := selected(opt.Only, registryTests)
+	if *plain {
+		tests = slices.DeleteFunc(tests, func(t string) bool { return t == "pull-h2" })
+	}
 
 	b := newBencher(opt)
+	b.plain = *plain
+	berthSetup, distSetup := setup, setup
+	var counters []*s3Counter
+	if *s3URL != "" {
+		if b.s3, err = newS3Store(*s3URL, *s3Key, *s3Secret); err != nil {
+			return err
+		}
+		for _, bucket := range []string{berthBucket, distributionBucket, limitBucket} {
+			if err := b.s3.emptyBucket(ctx, bucket); err != nil {
+				return err
+			}
+		}
+		berthSetup.s3, berthSetup.s3Endpoint, berthSetup.bucket = b.s3, *s3URL, berthBucket
+		distSetup.s3, distSetup.s3Endpoint, distSetup.bucket = b.s3, *s3URL, distributionBucket
+		if *s3Count {
+			for _, st := range []*serverSetup{&berthSetup, &distSetup} {
+				c, err := startS3Counter(*s3URL)
+				if err != nil {
+					return err
+				}
+				defer c.close()
+				st.s3Endpoint = c.url
+				counters = append(counters, c)
+			}
+		}
+	}
 	limits := b.limits(stdout)
 
-	berth, err := startBerth(ctx, *berthBin, wd, cert, key)
+	berth, err := startBerth(ctx, *berthBin, berthSetup)
 	if err != nil {
 		return err
 	}
 	defer berth.stop()
-	dist, err := startDistribution(ctx, *distBin, wd, cert, key)
+	dist, err := startDistribution(ctx, *distBin, distSetup)
 	if err != nil {
 		return err
 	}
 	defer dist.stop()
 
 	var targets []*target
-	for _, s := range []*server{berth, dist} {
+	for i, s := range []*server{berth, dist} {
 		if err := s.waitReady(ctx, opt.CACert); err != nil {
 			return err
 		}
@@ -91,6 +152,20 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		t.pid, t.root = s.cmd.Process.Pid, s.root
+		if b.s3 != nil {
+			t.s3, t.bucket = b.s3, []string{berthBucket, distributionBucket}[i]
+		}
+		if counters != nil {
+			t.counter = counters[i]
+		}
+		t.restart = func(ctx context.Context) (int, error) {
+			if err := s.restart(ctx, opt.CACert); err != nil {
+				return 0, err
+			}
+			t.c.close()
+			t.h2.close()
+			return s.cmd.Process.Pid, nil
+		}
 		defer t.close()
 		targets = append(targets, t)
 	}
@@ -98,7 +173,8 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		berth.url, berth.cmd.Process.Pid, dist.url, dist.cmd.Process.Pid, *rounds, (*byteSize)(&opt.Size))
 
 	var cs []comparison
-	for _, test := range selected(opt.Only, registryTests) {
+	var counts []countRow
+	for _, test := range tests {
 		c := comparison{Test: test}
 		for round := 1; round <= *rounds; round++ {
 			// Alternate who goes first, and flush dirty pages between
@@ -124,8 +200,15 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				}
 				flushDirtyPages()
 				r := b.run(ctx, t, test)
-				r.Round = round
+				r.Round, r.Load1 = round, load1()
 				writeJSON(stdout, r)
+				if t.counter != nil {
+					row := countRow{Target: t.name, Test: test, Ops: r.Ops}
+					row.Counts, row.Sent, row.Recv = t.counter.take()
+					if r.Error == "" {
+						counts = append(counts, row)
+					}
+				}
 				if t == targets[0] {
 					c.A = append(c.A, r)
 				} else {
@@ -140,21 +223,50 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	writeTable(stdout, limits)
 	fmt.Fprintln(stdout)
 	writeComparison(stdout, "berth", "distribution", cs)
+	if counts != nil {
+		fmt.Fprintln(stdout, "\nS3 requests per operation (a push or pull of one blob, a manifest PUT or GET; the timed part of each test)")
+		writeCounts(stdout, counts)
+	}
 	return nil
+}
+
+// load1 is the 1-minute load average, 0 where the system does not say.
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // boundLimit measures the machine limit that bounds a test: a push is
 // bounded by durable disk writes, a pull by one core that receives,
-// decrypts and hashes every byte. ok is false for tests without such a bound.
+// decrypts and hashes every byte. On S3 they are the store's: a client's
+// PUT of the blob straight into it, and a GET that hashes it. ok is false
+// for tests without such a bound.
 func (b *bencher) boundLimit(test string) (r Result, ok bool) {
 	switch {
+	case test == "push-memory":
+		return Result{}, false
+	case b.s3 != nil && strings.HasPrefix(test, "push"):
+		return b.limit("limit-s3put"), true
+	case b.s3 != nil && strings.HasPrefix(test, "pull"):
+		return b.limit("limit-s3get"), true
 	case strings.HasPrefix(test, "push"):
 		return b.limit("limit-disk"), true
 	case strings.HasPrefix(test, "pull"):
 		sha := b.limit("limit-sha256")
-		gcm := b.limit("limit-aesgcm")
+		gcm := math.Inf(1) // no TLS: nothing to decrypt
+		if !b.plain {
+			gcm = b.limit("limit-aesgcm").Value
+		}
 		recv := b.limit("limit-recv")
-		return Result{Target: "machine", Test: "limit-pull", Unit: "MB/s", Value: pullBound(sha.Value, gcm.Value, recv.Value)}, true
+		return Result{Target: "machine", Test: "limit-pull", Unit: "MB/s", Value: pullBound(sha.Value, gcm, recv.Value)}, true
 	}
 	return Result{}, false
 }
@@ -182,61 +294,113 @@ func cleanEnv() []string {
 	return env
 }
 
-func startBerth(ctx context.Context, bin, wd, cert, key string) (*server, error) {
+func (st serverSetup) scheme() string {
+	if st.cert == "" {
+		return "http://"
+	}
+	return "https://"
+}
+
+// startBerth starts Berth with its defaults but for the storage, TLS and
+// quiet logs. On S3 both registries get Distribution's defaults for the
+// part size (10 MiB) and blobs served through the registry (Berth's
+// default; Distribution is told to disable redirects).
+func startBerth(ctx context.Context, bin string, st serverSetup) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: "berth", url: "https://" + addr, root: filepath.Join(wd, "berth-data")}
+	s := &server{name: "berth", url: st.scheme() + addr}
 	env := append(cleanEnv(),
 		"REGISTRY_HTTP_ADDR="+addr,
-		"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="+s.root,
 		"REGISTRY_STORAGE_DELETE_ENABLED=true",
-		"REGISTRY_HTTP_TLS_CERTIFICATE="+cert,
-		"REGISTRY_HTTP_TLS_KEY="+key,
 		"REGISTRY_LOG_LEVEL=warn",
 		"REGISTRY_LOG_ACCESSLOG_DISABLED=true",
 	)
-	return s, s.start(ctx, wd, bin, env, "serve")
+	if st.s3Endpoint != "" {
+		env = append(env,
+			"REGISTRY_STORAGE_S3_REGIONENDPOINT="+st.s3Endpoint,
+			"REGISTRY_STORAGE_S3_BUCKET="+st.bucket,
+			"REGISTRY_STORAGE_S3_ACCESSKEY="+st.s3.accessKey,
+			"REGISTRY_STORAGE_S3_SECRETKEY="+st.s3.secretKey,
+			"REGISTRY_STORAGE_S3_REGION=us-east-1",
+			"REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true",
+		)
+	} else {
+		s.root = filepath.Join(st.wd, "berth-data")
+		env = append(env, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="+s.root)
+	}
+	if st.cert != "" {
+		env = append(env, "REGISTRY_HTTP_TLS_CERTIFICATE="+st.cert, "REGISTRY_HTTP_TLS_KEY="+st.key)
+	} else {
+		env = append(env, "REGISTRY_HTTP_TLS_DISABLED=true")
+	}
+	if st.debugAddr != "" {
+		env = append(env, "REGISTRY_HTTP_DEBUG_ADDR="+st.debugAddr)
+	}
+	return s, s.start(ctx, st.wd, bin, env, "serve")
 }
 
-func startDistribution(ctx context.Context, bin, wd, cert, key string) (*server, error) {
+func startDistribution(ctx context.Context, bin string, st serverSetup) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: "distribution", url: "https://" + addr, root: filepath.Join(wd, "distribution-data")}
+	s := &server{name: "distribution", url: st.scheme() + addr}
+	var storage string
+	if st.s3Endpoint != "" {
+		storage = fmt.Sprintf(`  s3:
+    regionendpoint: %q
+    bucket: %q
+    accesskey: %q
+    secretkey: %q
+    region: us-east-1
+    forcepathstyle: true
+    secure: false
+    v4auth: true
+  redirect:
+    disable: true
+`, st.s3Endpoint, st.bucket, st.s3.accessKey, st.s3.secretKey)
+	} else {
+		s.root = filepath.Join(st.wd, "distribution-data")
+		storage = fmt.Sprintf("  filesystem:\n    rootdirectory: %q\n", s.root)
+	}
 	config := fmt.Sprintf(`version: 0.1
 log:
   level: warn
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: %q
-  delete:
+%s  delete:
     enabled: true
 http:
   addr: %q
-  tls:
-    certificate: %q
-    key: %q
-`, s.root, addr, cert, key)
-	cfgFile := filepath.Join(wd, "distribution.yml")
+`, storage, addr)
+	if st.cert != "" {
+		config += fmt.Sprintf("  tls:\n    certificate: %q\n    key: %q\n", st.cert, st.key)
+	}
+	cfgFile := filepath.Join(st.wd, "distribution.yml")
 	if err := os.WriteFile(cfgFile, []byte(config), 0o644); err != nil {
 		return nil, err
 	}
 	env := append(cleanEnv(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
-	return s, s.start(ctx, wd, bin, env, "serve", cfgFile)
+	return s, s.start(ctx, st.wd, bin, env, "serve", cfgFile)
 }
 
 // start runs the server with its output in <wd>/<name>.log. The process
 // gets SIGTERM when stop is called or ctx ends, and SIGKILL 10 s later.
 func (s *server) start(ctx context.Context, wd, bin string, env []string, args ...string) error {
-	if err := os.MkdirAll(s.root, 0o755); err != nil {
-		return err
+	s.wd, s.bin, s.env, s.args = wd, bin, env, args
+	if s.root != "" {
+		if err := os.MkdirAll(s.root, 0o755); err != nil {
+			return err
+		}
 	}
-	logf, err := os.Create(filepath.Join(wd, s.name+".log"))
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if s.cmd != nil {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND // a restart
+	}
+	logf, err := os.OpenFile(filepath.Join(wd, s.name+".log"), flags, 0o644)
 	if err != nil {
 		return err
 	}
@@ -252,6 +416,16 @@ func (s *server) start(ctx context.Context, wd, bin string, env []string, args .
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
 	return nil
+}
+
+// restart stops the server and starts it again, as it was started, on the
+// same address and storage, and waits until it answers.
+func (s *server) restart(ctx context.Context, caFile string) error {
+	s.stop()
+	if err := s.start(ctx, s.wd, s.bin, s.env, s.args...); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, caFile)
 }
 
 // stop asks the server to exit and waits for it.

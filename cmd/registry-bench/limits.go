@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +39,14 @@ func (b *bencher) limit(test string) Result {
 		r, err = limitDisk(b.opt.DiskDir, diskSize, b.newBlob(blockSize))
 	case "limit-recv":
 		r, err = limitRecv()
+	case "limit-s3put", "limit-s3get":
+		if b.s3 == nil {
+			err = errors.New("needs an S3 store (compare --s3)")
+		} else if test == "limit-s3put" {
+			r, err = b.s3.limitPut(context.Background(), b.newBlob(b.opt.Size))
+		} else {
+			r, err = b.s3.limitGet(context.Background(), b.newBlob(b.opt.Size))
+		}
 	default:
 		err = fmt.Errorf("unknown test %q", test)
 	}

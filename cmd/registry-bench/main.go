@@ -9,7 +9,7 @@
 //	registry-bench listdata --dir DIR [--repos 10000] [--tags 10000]
 //	registry-bench listings --url http://127.0.0.1:5000 [--drop-caches]
 //
-// The tests: push-mono, push-chunked, push-parallel, pull, pull-h2,
+// The tests: push-mono, push-chunked, push-parallel, push-memory, pull, pull-h2,
 // manifest-put, manifest-get (the registry), token-basic, token-refresh
 // (the auth server), limit-sha256, limit-aesgcm, limit-recv, limit-disk (the machine).
 package main
@@ -74,6 +74,7 @@ func defaultOptions() Options {
 		Size:     1 << 30,
 		Chunk:    16 << 20,
 		Parallel: 8,
+		MemSize:  100 << 20,
 		Duration: 5 * time.Second,
 		User:     os.Getenv("REGISTRY_BENCH_USER"),
 		Password: os.Getenv("REGISTRY_BENCH_PASSWORD"),
@@ -91,7 +92,8 @@ func commonFlags(fs *flag.FlagSet, o *Options) {
 	fs.StringVar(&o.Repo, "repo", o.Repo, "repository prefix; tests use <repo>/<test>")
 	fs.Var((*byteSize)(&o.Size), "size", "bytes of each blob test (1GiB, 256MiB, 8MiB …); push-parallel pushes size/parallel per client")
 	fs.Var((*byteSize)(&o.Chunk), "chunk", "PATCH size of push-chunked")
-	fs.IntVar(&o.Parallel, "parallel", o.Parallel, "concurrent clients of push-parallel and the small-request tests")
+	fs.IntVar(&o.Parallel, "parallel", o.Parallel, "concurrent clients of push-parallel, push-memory and the small-request tests")
+	fs.Var((*byteSize)(&o.MemSize), "mem-size", "bytes of each upload of push-memory (one, then --parallel at once)")
 	fs.DurationVar(&o.Duration, "duration", o.Duration, "length of each small-request test")
 	fs.IntVar(&o.Count, "count", o.Count, "requests per small-request test (overrides --duration)")
 	fs.StringVar(&o.AuthURL, "auth-url", o.AuthURL, "token endpoint for token-basic/token-refresh (default: the registry's Bearer realm)")
@@ -101,8 +103,8 @@ func commonFlags(fs *flag.FlagSet, o *Options) {
 }
 
 func (o Options) validate() error {
-	if o.Size < blockSize/1024 || o.Chunk <= 0 || o.Parallel <= 0 {
-		return errors.New("--size, --chunk and --parallel must be positive (size at least 1KiB)")
+	if o.Size < blockSize/1024 || o.Chunk <= 0 || o.Parallel <= 0 || o.MemSize <= 0 {
+		return errors.New("--size, --chunk, --mem-size and --parallel must be positive (size at least 1KiB)")
 	}
 	if o.Duration <= 0 && o.Count <= 0 {
 		return errors.New("set --duration or --count")
@@ -186,7 +188,11 @@ func newTarget(opt Options, name, url string) (*target, error) {
 func (b *bencher) limits(stdout io.Writer) []Result {
 	var rs []Result
 	var sha, gcm, recv float64
-	for _, test := range selected(b.opt.Only, limitTests) {
+	tests := selected(b.opt.Only, limitTests)
+	if b.s3 != nil {
+		tests = append(tests, selected(b.opt.Only, s3LimitTests)...)
+	}
+	for _, test := range tests {
 		r := b.limit(test)
 		writeJSON(stdout, r)
 		rs = append(rs, r)

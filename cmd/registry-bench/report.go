@@ -32,7 +32,12 @@ type Result struct {
 	// Cache is "cold" when the page cache was dropped right before the
 	// test, "warm" when it was not; empty where it does not matter.
 	Cache string `json:"cache,omitempty"`
-	Error string `json:"error,omitempty"`
+	// PeakRSSOneKiB is push-memory's peak with one upload (PeakRSSKiB is
+	// the peak with --parallel).
+	PeakRSSOneKiB int64 `json:"peak_rss_one_kib,omitempty"`
+	// Load1 is the machine's 1-minute load average right after the test.
+	Load1 float64 `json:"load1,omitempty"`
+	Error string  `json:"error,omitempty"`
 }
 
 func throughput(bytes int64, d time.Duration) float64 {
@@ -196,8 +201,8 @@ func maxRSS(rs []Result) int64 {
 // rounds' fractions).
 func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "test\tunit\t%s\t%s\t%s/%s\tbound\t%s/bound\tp50|p99 ms %s\tp50|p99 ms %s\tpeak RSS %s\tpeak RSS %s\trounds %s\trounds %s\n",
-		nameA, nameB, nameA, nameB, nameA, nameA, nameB, nameA, nameB, nameA, nameB)
+	fmt.Fprintf(tw, "test\tunit\t%s\t%s\t%s/%s\tbound\t%s/bound\tp50|p99 ms %s\tp50|p99 ms %s\tpeak RSS %s\tpeak RSS %s\trounds %s\trounds %s\tload1 %s|%s\n",
+		nameA, nameB, nameA, nameB, nameA, nameA, nameB, nameA, nameB, nameA, nameB, nameA, nameB)
 	for _, c := range cs {
 		a, b := median(values(c.A)), median(values(c.B))
 		ratio := "-"
@@ -216,9 +221,10 @@ func writeComparison(w io.Writer, nameA, nameB string, cs []comparison) {
 			latA = fmtNum(field(c.A, func(r Result) float64 { return r.P50ms })) + " | " + fmtNum(field(c.A, func(r Result) float64 { return r.P99ms }))
 			latB = fmtNum(field(c.B, func(r Result) float64 { return r.P50ms })) + " | " + fmtNum(field(c.B, func(r Result) float64 { return r.P99ms }))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		load := func(rs []Result) string { return fmtNum(field(rs, func(r Result) float64 { return r.Load1 })) }
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s | %s\n",
 			c.Test, c.Unit, fmtNum(a), fmtNum(b), ratio, bound, frac, latA, latB,
-			fmtRSS(maxRSS(c.A)), fmtRSS(maxRSS(c.B)), roundsString(c.A), roundsString(c.B))
+			fmtRSS(maxRSS(c.A)), fmtRSS(maxRSS(c.B)), roundsString(c.A), roundsString(c.B), load(c.A), load(c.B))
 	}
 	tw.Flush()
 }

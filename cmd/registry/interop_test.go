@@ -43,6 +43,13 @@ func distributionBinary(t *testing.T) string {
 // loopback, until the test ends or the returned stop is called.
 func startDistribution(t *testing.T, bin, root string) (addr string, stop func()) {
 	t.Helper()
+	return startDistributionWith(t, bin, fmt.Sprintf("  filesystem:\n    rootdirectory: %s\n", root))
+}
+
+// startDistributionWith is startDistribution with the driver's part of the
+// storage section (YAML indented by two spaces).
+func startDistributionWith(t *testing.T, bin, storageYAML string) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +57,7 @@ func startDistribution(t *testing.T, bin, root string) (addr string, stop func()
 	addr = ln.Addr().String()
 	ln.Close()
 	config := filepath.Join(t.TempDir(), "config.yml")
-	yml := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n", root, addr)
+	yml := fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n%s  delete:\n    enabled: true\nhttp:\n  addr: %s\n", storageYAML, addr)
 	if err := os.WriteFile(config, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}

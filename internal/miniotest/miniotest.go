@@ -55,8 +55,9 @@ var (
 )
 
 // Shared returns one server for the whole test binary, started on first
-// use and left to end with the process (its data directory is a temporary
-// one); tests isolate themselves with their own buckets (NewBucket).
+// use and killed when the process exits (on Linux; its data directory is
+// a temporary one, left behind); tests isolate themselves with their own
+// buckets (NewBucket).
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	bin := findBinary(t)
@@ -92,6 +93,7 @@ func start(bin, dir string, port int) (*Server, error) {
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1")
+	diesWithTest(cmd)
 	logFile, err := os.Create(filepath.Join(os.TempDir(), fmt.Sprintf("berth-minio-%d.log", port)))
 	if err == nil {
 		cmd.Stdout, cmd.Stderr = logFile, logFile

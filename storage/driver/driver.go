@@ -121,6 +121,16 @@ type Redirector interface {
 	RedirectURL(ctx context.Context, path string) (string, error)
 }
 
+// FileStater is implemented by drivers on which a file's absence is
+// cheaper to learn than the absence of both a file and a directory: on an
+// object store, where a directory is only a prefix of other keys, Stat of
+// a missing path takes a HEAD and then a listing, StatFile only the HEAD.
+// StatFile describes the file at path; it returns ErrNotFound when there
+// is no file there, even when a directory is.
+type FileStater interface {
+	StatFile(ctx context.Context, path string) (FileInfo, error)
+}
+
 // PathError records the path an operation failed on.
 type PathError struct {
 	Op   string

@@ -34,6 +34,7 @@ func Run(t *testing.T, newDriver func(t *testing.T) driver.Driver) {
 		{"Move", testMove},
 		{"Delete", testDelete},
 		{"ConcurrentPut", testConcurrentPut},
+		{"StatFile", testStatFile},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newDriver(t)) })
@@ -97,6 +98,44 @@ func testNotFound(t *testing.T, d driver.Driver) {
 		if !errors.As(err, &pe) {
 			t.Errorf("%s: error %v is not a *PathError", op, err)
 		}
+	}
+}
+
+// testStatFile checks driver.FileStater, for drivers that have it: a file
+// is described as Stat describes it; a directory, a missing path and an
+// unfinished file are not files.
+func testStatFile(t *testing.T, d driver.Driver) {
+	fs, ok := d.(driver.FileStater)
+	if !ok {
+		t.Skip("the driver is no FileStater")
+	}
+	mustPut(t, d, "/dir/file", "content")
+	fi, err := fs.StatFile(ctx, "/dir/file")
+	if err != nil || fi.IsDir || fi.Size != int64(len("content")) || fi.Path != "/dir/file" || fi.ModTime.IsZero() {
+		t.Fatalf("StatFile of a file = %+v, %v", fi, err)
+	}
+	if st, err := d.Stat(ctx, "/dir/file"); err != nil || st.Size != fi.Size || !st.ModTime.Equal(fi.ModTime) {
+		t.Errorf("Stat = %+v, %v; StatFile = %+v", st, err, fi)
+	}
+	w, err := d.Writer(ctx, "/dir/unfinished", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("not yet")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/dir", "/missing", "/dir/missing", "/dir/unfinished", "/"} {
+		_, err := fs.StatFile(ctx, p)
+		var pe *driver.PathError
+		if !errors.Is(err, driver.ErrNotFound) || !errors.As(err, &pe) {
+			t.Errorf("StatFile(%s) = %v, want a *PathError with ErrNotFound", p, err)
+		}
+	}
+	if _, err := fs.StatFile(ctx, "/a/../b"); !errors.Is(err, driver.ErrInvalidPath) {
+		t.Errorf("StatFile of an unclean path = %v, want ErrInvalidPath", err)
 	}
 }
 

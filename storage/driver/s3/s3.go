@@ -26,6 +26,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -87,9 +88,13 @@ type Driver struct {
 	copyConc int
 	copyMin  int64
 	put      minio.PutObjectOptions
+	bufs     sync.Pool // writers' buffers of a chunk (*[]byte)
 }
 
-var _ driver.Driver = (*Driver)(nil)
+var (
+	_ driver.Driver     = (*Driver)(nil)
+	_ driver.FileStater = (*Driver)(nil)
+)
 
 // New returns a driver for the bucket opts names. It checks that the bucket
 // can be reached.
@@ -320,12 +325,9 @@ func (d *Driver) Stat(ctx context.Context, p string) (driver.FileInfo, error) {
 	if p == "/" {
 		return driver.FileInfo{Path: p, IsDir: true}, nil
 	}
-	info, err := d.core.StatObject(ctx, d.bucket, d.key(p), minio.StatObjectOptions{})
-	if err == nil {
-		return driver.FileInfo{Path: p, Size: info.Size, ModTime: info.LastModified}, nil
-	}
-	if err := mapErr("stat", p, err); !errors.Is(err, driver.ErrNotFound) {
-		return driver.FileInfo{}, err
+	fi, err := d.StatFile(ctx, p)
+	if !errors.Is(err, driver.ErrNotFound) {
+		return fi, err
 	}
 	res, err := d.core.ListObjectsV2(d.bucket, d.dirPrefix(p), "", "", "/", 1)
 	if err != nil {
@@ -335,6 +337,21 @@ func (d *Driver) Stat(ctx context.Context, p string) (driver.FileInfo, error) {
 		return driver.FileInfo{}, &driver.PathError{Op: "stat", Path: p, Err: driver.ErrNotFound}
 	}
 	return driver.FileInfo{Path: p, IsDir: true}, nil
+}
+
+// StatFile implements driver.FileStater with one HEAD.
+func (d *Driver) StatFile(ctx context.Context, p string) (driver.FileInfo, error) {
+	if err := driver.CheckPath("stat", p); err != nil {
+		return driver.FileInfo{}, err
+	}
+	if p == "/" {
+		return driver.FileInfo{}, &driver.PathError{Op: "stat", Path: p, Err: driver.ErrNotFound}
+	}
+	info, err := d.core.StatObject(ctx, d.bucket, d.key(p), minio.StatObjectOptions{})
+	if err != nil {
+		return driver.FileInfo{}, mapErr("stat", p, err)
+	}
+	return driver.FileInfo{Path: p, Size: info.Size, ModTime: info.LastModified}, nil
 }
 
 // List implements driver.Driver.

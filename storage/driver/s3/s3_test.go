@@ -336,3 +336,64 @@ func TestConcurrentWritersOneCloseWins(t *testing.T) {
 		}
 	}
 }
+
+// What a Close leaves over becomes a part when it may be one, so the next
+// writer reads nothing back: pushes in chunks of 5 MiB or more never go
+// through the pending object.
+func TestCloseMakesLeftoverAPart(t *testing.T) {
+	srv := miniotest.Shared(t)
+	bucket := srv.NewBucket(t)
+	secure := false
+	d, err := s3.New(ctx, s3.Options{
+		RegionEndpoint: srv.Endpoint, Bucket: bucket, ForcePathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey, Secure: &secure,
+		ChunkSize: 8 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := srv.Client(t)
+	var want []byte
+	// Left over after each Close: 14-8 = 6 MiB (a part), then 3 MiB
+	// (pending), then 3+6-8 = 1 MiB (pending), then 1+5 = 6 MiB (a part).
+	for i, piece := range []struct {
+		n       int
+		pending int64
+	}{{14 << 20, 0}, {3 << 20, 3 << 20}, {6 << 20, 1 << 20}, {5 << 20, 0}} {
+		w, err := d.Writer(ctx, "/up/data", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Size() != int64(len(want)) {
+			t.Fatalf("piece %d: resumed at %d, want %d", i, w.Size(), len(want))
+		}
+		p := random(t, piece.n)
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		want = append(want, p...)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if w.Size() != int64(len(want)) {
+			t.Errorf("piece %d: Size after Close = %d, want %d", i, w.Size(), len(want))
+		}
+		info, err := mc.StatObject(ctx, bucket, "up/data#pending", minio.StatObjectOptions{})
+		if err != nil || info.Size != piece.pending {
+			t.Errorf("piece %d: pending object of %d bytes (%v), want %d", i, info.Size, err, piece.pending)
+		}
+	}
+	w, err := d.Writer(ctx, "/up/data", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	got, err := d.GetContent(ctx, "/up/data")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("committed %d bytes (%v), want %d (equal: %v)", len(got), err, len(want), bytes.Equal(got, want))
+	}
+	assertNoUploads(t, srv, bucket)
+}

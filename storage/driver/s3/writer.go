@@ -18,19 +18,25 @@ import (
 
 // A file being written is kept in the bucket as
 //
-//   - a multipart upload of key, whose parts are whole chunks (every part
-//     but the last of a finished upload must be at least 5 MiB), and
+//   - a multipart upload of key, whose parts are whole chunks, or what a
+//     Close had left over when that was at least 5 MiB (every part but the
+//     last of a finished upload must be), and
 //   - the pending object, key + pendingSuffix: the bytes not yet in a part
-//     (less than a chunk), with the upload's id and how many of its parts
-//     hold the file in its metadata.
+//     (less than 5 MiB after a Close), with the upload's id and how many of
+//     its parts hold the file in its metadata.
+//
+// So a client that pushes in chunks of 5 MiB or more never has its bytes
+// written to the pending object and read back by the next request: what
+// each request leaves over becomes a part.
 //
 // Close writes the pending object last, so it always describes a state that
 // was whole: parts the writer uploaded after it (a Close cut short) are not
 // counted and are overwritten by the next writer. A writer on another
 // replica continues from exactly what the last Close or Commit kept, so an
 // upload begun on one registry finishes on another, and memory is bounded by
-// a chunk whatever the file's size. Commit completes the upload (or, for a
-// file smaller than a chunk, PUTs it) and removes the pending object.
+// a chunk whatever the file's size: one buffer of exactly a chunk per
+// writer, reused by the next writer. Commit completes the upload (or, for
+// a file smaller than a chunk, PUTs it) and removes the pending object.
 //
 // Completing names every part with the ETag this writer saw, so if another
 // writer replaced a part meanwhile the store refuses the completion instead
@@ -106,6 +112,45 @@ type writer struct {
 	broken    error
 	closed    bool
 	cancelled bool
+	// closedSize is Size once Close has given the buffer back.
+	closedSize int64
+}
+
+// buffer returns an empty buffer for a writer with room for a chunk, or
+// for n bytes when that is more (a pending object left by a replica with a
+// larger chunksize).
+func (d *Driver) buffer(n int64) []byte {
+	if n > d.chunk {
+		return make([]byte, 0, n)
+	}
+	if p, ok := d.bufs.Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, d.chunk)
+}
+
+// release gives a writer's buffer to the next writer.
+func (d *Driver) release(b []byte) {
+	if int64(cap(b)) == d.chunk {
+		d.bufs.Put(&b)
+	}
+}
+
+// readBuffer reads the size bytes of body into a writer's buffer.
+func (d *Driver) readBuffer(body io.Reader, size int64) ([]byte, error) {
+	buf := d.buffer(size)[:size]
+	if _, err := io.ReadFull(body, buf); err != nil {
+		d.release(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+func (w *writer) releaseBuffer() {
+	if w.buf != nil {
+		w.d.release(w.buf)
+		w.buf = nil
+	}
 }
 
 // Writer implements driver.Driver.
@@ -151,40 +196,38 @@ func (w *writer) resume(uploads []minio.ObjectMultipartInfo) (bool, error) {
 		w.seenKnown = true
 		return false, nil
 	}
-	buf, err := io.ReadAll(body)
-	body.Close()
-	if err != nil {
-		return false, mapErr("write", w.path, err)
-	}
+	defer body.Close()
 	w.pending, w.seen, w.seenKnown = true, info.ETag, true
 	id := meta(info.UserMetadata, metaUpload)
-	if id == "" {
-		w.buf = buf
-		return true, nil
-	}
-	n, err := strconv.Atoi(meta(info.UserMetadata, metaParts))
-	if err != nil || n < 0 || n > maxParts {
-		return false, fmt.Errorf("s3: pending object of %s has a bad part count", w.path)
-	}
-	inProgress := false
-	for _, u := range uploads {
-		inProgress = inProgress || u.UploadID == id
-	}
-	if !inProgress {
-		// Completed by a Commit that stopped before removing the pending
-		// object (or aborted): the object is the file.
-		return false, nil
-	}
-	if n > 0 {
-		parts, size, err := w.listParts(id, n)
-		if err != nil {
-			return false, err
+	if id != "" {
+		n, err := strconv.Atoi(meta(info.UserMetadata, metaParts))
+		if err != nil || n < 0 || n > maxParts {
+			return false, fmt.Errorf("s3: pending object of %s has a bad part count", w.path)
 		}
-		if sum := meta(info.UserMetadata, metaPartsSum); sum != "" && sum != partsSum(parts) {
-			return false, &driver.PathError{Op: "write", Path: w.path,
-				Err: errors.New("the upload's parts were replaced after its last Close: two writers at once")}
+		inProgress := false
+		for _, u := range uploads {
+			inProgress = inProgress || u.UploadID == id
 		}
-		w.parts, w.partSize = parts, size
+		if !inProgress {
+			// Completed by a Commit that stopped before removing the
+			// pending object (or aborted): the object is the file.
+			return false, nil
+		}
+		if n > 0 {
+			parts, size, err := w.listParts(id, n)
+			if err != nil {
+				return false, err
+			}
+			if sum := meta(info.UserMetadata, metaPartsSum); sum != "" && sum != partsSum(parts) {
+				return false, &driver.PathError{Op: "write", Path: w.path,
+					Err: errors.New("the upload's parts were replaced after its last Close: two writers at once")}
+			}
+			w.parts, w.partSize = parts, size
+		}
+	}
+	buf, err := w.d.readBuffer(body, info.Size)
+	if err != nil {
+		return false, mapErr("write", w.path, err)
 	}
 	w.uploadID, w.buf = id, buf
 	return true, nil
@@ -250,17 +293,26 @@ func (w *writer) Write(b []byte) (int, error) {
 		}
 	}
 	w.dirty, w.object = true, false
-	w.buf = append(w.buf, b...)
-	for int64(len(w.buf)) >= w.d.chunk {
-		if err := w.uploadPart(w.buf[:w.d.chunk]); err != nil {
-			// The chunk stays in buf: nothing of b is lost, though the
-			// caller is told it was not written.
-			w.buf = w.buf[:len(w.buf)-len(b)]
-			return 0, w.fail(err)
+	n := 0
+	for {
+		for int64(len(w.buf)) >= w.d.chunk {
+			if err := w.uploadPart(w.buf[:w.d.chunk]); err != nil {
+				// The writer is broken: its Close keeps nothing, and the
+				// bucket holds the state of the last Close.
+				return n, w.fail(err)
+			}
+			w.buf = w.buf[:copy(w.buf, w.buf[w.d.chunk:])]
 		}
-		w.buf = append(w.buf[:0], w.buf[w.d.chunk:]...)
+		if len(b) == 0 {
+			return n, nil
+		}
+		if int64(cap(w.buf)) < w.d.chunk {
+			w.buf = append(w.d.buffer(0), w.buf...)
+		}
+		k := copy(w.buf[len(w.buf):w.d.chunk], b)
+		w.buf = w.buf[:len(w.buf)+k]
+		b, n = b[k:], n+k
 	}
-	return len(b), nil
 }
 
 func (w *writer) usable() error {
@@ -283,18 +335,19 @@ func (w *writer) fail(err error) error {
 func (w *writer) reopen() error {
 	size := w.base
 	if size < minChunkSize {
-		body, _, _, err := w.d.core.GetObject(w.ctx, w.d.bucket, w.key, minio.GetObjectOptions{})
+		body, info, _, err := w.d.core.GetObject(w.ctx, w.d.bucket, w.key, minio.GetObjectOptions{})
 		if err != nil {
 			return mapErr("write", w.path, err)
 		}
 		defer body.Close()
-		buf, err := io.ReadAll(body)
+		if info.Size != size {
+			return fmt.Errorf("s3: %s changed while being appended to", w.path)
+		}
+		buf, err := w.d.readBuffer(body, size)
 		if err != nil {
 			return mapErr("write", w.path, err)
 		}
-		if int64(len(buf)) != size {
-			return fmt.Errorf("s3: %s changed while being appended to", w.path)
-		}
+		w.releaseBuffer()
 		w.buf, w.base = buf, 0
 		return nil
 	}
@@ -345,7 +398,12 @@ func (w *writer) uploadPart(data []byte) error {
 	return nil
 }
 
-func (w *writer) Size() int64 { return w.base + w.partSize + int64(len(w.buf)) }
+func (w *writer) Size() int64 {
+	if w.closed {
+		return w.closedSize
+	}
+	return w.base + w.partSize + int64(len(w.buf))
+}
 
 // persist writes the pending object, making the writer's state durable.
 func (w *writer) persist() error {
@@ -410,7 +468,8 @@ func (w *writer) Commit(ctx context.Context) error {
 			return w.fail(mapErr("commit", w.path, err))
 		}
 	}
-	w.base, w.uploadID, w.parts, w.partSize, w.buf = size, "", nil, 0, nil
+	w.base, w.uploadID, w.parts, w.partSize = size, "", nil, 0
+	w.releaseBuffer()
 	w.dirty, w.object = false, true
 	return w.cleanup(ctx)
 }
@@ -446,6 +505,7 @@ func (w *writer) cleanup(ctx context.Context) error {
 // pending object go.
 func (w *writer) Cancel(ctx context.Context) error {
 	w.cancelled = true
+	w.releaseBuffer()
 	if w.uploadID != "" {
 		w.strays = append(w.strays, w.uploadID)
 	}
@@ -460,14 +520,23 @@ func (w *writer) Cancel(ctx context.Context) error {
 }
 
 // Close implements driver.FileWriter: what was written is kept, durably, for
-// the next writer.
+// the next writer. What is left over in the buffer becomes a part when it
+// may be one (5 MiB), so that the next writer need not read it back.
 func (w *writer) Close() error {
 	if w.closed || w.cancelled {
 		return nil
 	}
+	w.closedSize = w.Size()
 	w.closed = true
+	defer w.releaseBuffer()
 	if w.broken != nil {
 		return nil // the bucket holds the last whole state; nothing to add
+	}
+	if w.dirty && int64(len(w.buf)) >= minChunkSize && len(w.parts) < maxParts {
+		if err := w.uploadPart(w.buf); err != nil {
+			return err
+		}
+		w.buf = w.buf[:0]
 	}
 	return w.persist()
 }
