@@ -461,11 +461,52 @@ func (d *Driver) ListPage(ctx context.Context, p, after string, limit int) ([]dr
 			out = append(out, ent)
 		}
 	}
-	slices.SortFunc(out, compareKeys)
 	if limit > 0 && len(out) > limit {
+		// The first page of a large directory: find its entries without
+		// sorting the rest.
+		selectKeys(out, limit)
 		out = out[:limit]
 	}
+	slices.SortFunc(out, compareKeys)
 	return out, nil
+}
+
+// selectKeys reorders es so that its k entries of smallest key come
+// first, in no particular order (quickselect: expected time linear in
+// len(es)); 0 < k < len(es).
+func selectKeys(es []driver.Entry, k int) {
+	lo, hi := 0, len(es) // the k-th smallest lies in es[lo:hi]
+	for hi-lo > 1 {
+		// Median of three as the pivot, moved to es[lo].
+		mid := lo + (hi-lo)/2
+		if compareKeys(es[mid], es[lo]) < 0 {
+			es[mid], es[lo] = es[lo], es[mid]
+		}
+		if compareKeys(es[hi-1], es[lo]) < 0 {
+			es[hi-1], es[lo] = es[lo], es[hi-1]
+		}
+		if compareKeys(es[hi-1], es[mid]) < 0 {
+			es[hi-1], es[mid] = es[mid], es[hi-1]
+		}
+		es[lo], es[mid] = es[mid], es[lo]
+		// Partition es[lo+1:hi] around the pivot: smaller ones first.
+		p := lo
+		for i := lo + 1; i < hi; i++ {
+			if compareKeys(es[i], es[lo]) < 0 {
+				p++
+				es[p], es[i] = es[i], es[p]
+			}
+		}
+		es[lo], es[p] = es[p], es[lo] // the pivot is in its sorted place
+		switch {
+		case p == k || p == k-1:
+			return
+		case p > k:
+			hi = p
+		default:
+			lo = p + 1
+		}
+	}
 }
 
 // compareKeys compares the keys of a and b (see driver.Entry.Key).
