@@ -342,9 +342,9 @@ func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
 // in batches, and the walk stops once N+1 repositories are known. With
 // Last, each directory on the way to Last is read from Last's component in
 // it, so the subtrees before Last are never read. The first listings of
-// the next few subdirectories are read ahead, concurrently: as many as the
-// page still needs if each holds as many repositories as the one before,
-// at most readAhead.
+// the next few subdirectories are read ahead, concurrently: after a run of
+// leaf directories, as many as the run is long, at most maxReadAhead, and
+// fewer than the repositories the page still needs.
 func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	w := catalogWalk{d: s.d, want: page.N + 1, limit: listBatch(page.N)}
@@ -359,7 +359,7 @@ func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) 
 	if page.Last != "" {
 		from = page.Last + "/"
 	}
-	if err := w.visit(ctx, catalogDir{path: repositoriesPath(), rest: from}); err != nil {
+	if _, err := w.visit(ctx, catalogDir{path: repositoriesPath(), rest: from}); err != nil {
 		return nil, false, err
 	}
 	if page.N >= 0 && len(w.repos) > page.N {
@@ -368,9 +368,9 @@ func (s *Store) Catalog(ctx context.Context, page Page) ([]string, bool, error) 
 	return w.repos, false, nil
 }
 
-// readAhead is how many subdirectories' first listings a catalog walk
+// maxReadAhead is how many subdirectories' first listings a catalog walk
 // reads ahead in each directory it walks.
-const readAhead = 16
+const maxReadAhead = 16
 
 // catalogWalk is one catalog page's walk of the repositories tree.
 type catalogWalk struct {
@@ -426,17 +426,18 @@ func (w *catalogWalk) readAhead(ctx context.Context, d *catalogDir) {
 	}()
 }
 
-// visit walks directory d.
-func (w *catalogWalk) visit(ctx context.Context, d catalogDir) error {
+// visit walks directory d, and reports whether it is a leaf: a directory
+// without subdirectories (when the walk went through all of it).
+func (w *catalogWalk) visit(ctx context.Context, d catalogDir) (leaf bool, err error) {
 	c := children{d: w.d, dir: d.path, limit: w.limit, after: d.after()}
 	if d.first != nil {
 		select {
 		case <-d.first.done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if d.first.err != nil {
-			return skipGone(d.first.err)
+			return false, skipGone(d.first.err)
 		}
 		c.take(d.first.es)
 	}
@@ -448,22 +449,24 @@ func (w *catalogWalk) visit(ctx context.Context, d catalogDir) error {
 	if d.self {
 		ok, err := c.hasDir(ctx, "_manifests")
 		if err != nil {
-			return skipGone(err)
+			return false, skipGone(err)
 		}
 		if ok {
 			w.repos = append(w.repos, strings.TrimSuffix(d.prefix, "/"))
 			if w.full() {
-				return nil
+				return false, nil
 			}
 		}
 	}
+	leaf = true
+	leaves := 0 // subdirectories just visited that were leaves, in a row
 	for {
 		if len(c.buf) == 0 {
 			if c.done {
-				return nil
+				return leaf, nil
 			}
 			if err := c.fill(ctx); err != nil {
-				return skipGone(err)
+				return false, skipGone(err)
 			}
 			continue
 		}
@@ -475,6 +478,7 @@ func (w *catalogWalk) visit(ctx context.Context, d catalogDir) error {
 			if !e.IsDir || strings.HasPrefix(e.Name, "_") {
 				continue
 			}
+			leaf = false
 			sub := catalogDir{path: path.Join(d.path, e.Name), prefix: d.prefix + e.Name + "/", self: true}
 			if inside {
 				switch k := e.Key(); {
@@ -488,33 +492,32 @@ func (w *catalogWalk) visit(ctx context.Context, d catalogDir) error {
 		}
 		c.buf = nil
 		ahead := 0 // subs[:ahead] are visited or being read ahead
-		yield := 0 // repositories the last subdirectory that held any held
 		for i := range subs {
-			// Read ahead as many subdirectories as the page still needs
-			// if each holds as many repositories as the last one that
-			// held any: none until one did, up to readAhead beside this
-			// one.
-			window := 1
-			if yield > 0 {
-				window = readAhead + 1
-				if w.want >= 0 {
-					window = min(window, (w.want-len(w.repos)+yield-1)/yield)
-				}
+			// Read ahead as many subdirectories as the leaves just
+			// visited in a row, at most maxReadAhead, and fewer than the
+			// repositories the page still needs: the siblings of leaves
+			// are mostly leaves, which hold one repository each, so
+			// what is read ahead is mostly used.
+			window := 1 + min(maxReadAhead, leaves)
+			if w.want >= 0 {
+				window = min(window, w.want-len(w.repos))
 			}
 			for ; ahead < len(subs) && ahead < i+window; ahead++ {
 				if ahead > i {
 					w.readAhead(ctx, &subs[ahead])
 				}
 			}
-			before := len(w.repos)
-			if err := w.visit(ctx, subs[i]); err != nil {
-				return err
+			subLeaf, err := w.visit(ctx, subs[i])
+			if err != nil {
+				return false, err
 			}
 			if w.full() {
-				return nil
+				return false, nil
 			}
-			if n := len(w.repos) - before; n > 0 {
-				yield = n
+			if subLeaf {
+				leaves++
+			} else {
+				leaves = 0
 			}
 		}
 	}
