@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -269,8 +270,8 @@ func TestCatalogRandomAgainstReference(t *testing.T) {
 
 func TestTagsPrefixChains(t *testing.T) {
 	s, root := newStore(t)
-	tags := []string{"v", "v-1", "v.1", "v1", "v1-rc", "v1-rc.1", "v1.0", "v1.0-rc", "v1.0-rc.1", "v1.0.1",
-		"v1.0.1-alpine", "v10", "v1_0", "V1", "_x", "v1-", "v1--", "v1.", "1", "1-a", "1.0"}
+	tags := windowsNames([]string{"v", "v-1", "v.1", "v1", "v1-rc", "v1-rc.1", "v1.0", "v1.0-rc", "v1.0-rc.1", "v1.0.1",
+		"v1.0.1-alpine", "v10", "v1_0", "V1", "_x", "v1-", "v1--", "v1.", "1", "1-a", "1.0"})
 	broken := map[string]bool{"v1.0-rc": true, "v-1": true, "1-a": true}
 	addRepos(t, root, "app")
 	addTags(t, root, "app", tags, broken)
@@ -280,8 +281,8 @@ func TestTagsPrefixChains(t *testing.T) {
 			good = append(good, tag)
 		}
 	}
-	want := []string{"1", "1.0", "V1", "_x", "v", "v.1", "v1", "v1-", "v1--", "v1-rc", "v1-rc.1", "v1.", "v1.0",
-		"v1.0-rc.1", "v1.0.1", "v1.0.1-alpine", "v10", "v1_0"}
+	want := windowsNames([]string{"1", "1.0", "V1", "_x", "v", "v.1", "v1", "v1-", "v1--", "v1-rc", "v1-rc.1", "v1.", "v1.0",
+		"v1.0-rc.1", "v1.0.1", "v1.0.1-alpine", "v10", "v1_0"})
 	got, more, err := s.Tags(ctx, "app", Page{N: -1})
 	if err != nil || more || !slices.Equal(got, want) {
 		t.Fatalf("Tags = %v more=%v %v; want %v", got, more, err, want)
@@ -341,6 +342,23 @@ func TestTagsAcrossBatches(t *testing.T) {
 	}
 }
 
+// windowsNames drops, on Windows, the names its file system cannot keep
+// apart or keep at all: a trailing dot is stripped from a file name, and
+// names differing only in case are one file (so only lower case is kept).
+// Tags like these are a known limit of the filesystem driver on Windows.
+func windowsNames(names []string) []string {
+	if runtime.GOOS != "windows" {
+		return names
+	}
+	var out []string
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".") && !strings.Contains(n, "..") && n == strings.ToLower(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func TestTagsRandomAgainstReference(t *testing.T) {
 	const first, rest = "aAv1_", "aAv1_.-"
 	for seed := range uint64(6) {
@@ -356,7 +374,7 @@ func TestTagsRandomAgainstReference(t *testing.T) {
 					b = append(b, rest[rng.IntN(len(rest))])
 				}
 				tag := string(b)
-				if seen[tag] {
+				if seen[tag] || len(windowsNames([]string{tag})) == 0 {
 					continue
 				}
 				seen[tag] = true

@@ -70,7 +70,10 @@ func TestKillRestartLoopUnderWine(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(100+rand.IntN(1500)) * time.Millisecond)
+		// At least half a second: a push is several requests, and each
+		// chunk is now made durable (fsync) before it is acknowledged,
+		// which Wine makes slow.
+		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
 		reg.kill()
 		close(stop)
 		wg.Wait()
