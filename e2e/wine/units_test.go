@@ -36,14 +36,14 @@ func TestPackagesUnderWine(t *testing.T) {
 		}
 		name := strings.ReplaceAll(strings.TrimPrefix(pkg, "github.com/berth-registry/berth/"), "/", "_")
 		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 			defer cancel()
 			exe := filepath.Join(bin, name+".test.exe")
 			if err := w.Go(ctx, root, "test", "-c", "-o", exe, pkg); err != nil {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			cmd := w.Command(ctx, exe, "-test.v", "-test.timeout=15m")
+			cmd := w.Command(ctx, exe, "-test.v", "-test.timeout=25m")
 			cmd.Dir = dir
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
