@@ -332,10 +332,9 @@ func (s *Store) allTags(ctx context.Context, name string) ([]string, error) {
 // directory), in key order: sorted by name followed by "/", which is the
 // order of an object store's listing of the repositories tree. It differs
 // from plain string order only where a name is a prefix of another that
-// continues with '-' or '.': "a-b", "a", "a/b", "a.c/d", "a0" is plain
-// "a" < "a-b" < "a.c/d" < "a/b" < "a0" in key order "a-b/" < "a.c/d/" <
-// "a/" < "a/b/" < "a0/". A repository comes right before the repositories
-// nested in it. Page.Last is compared the same way, so following the pages
+// continues with '-' or '.': plain order is "a" < "a-b" < "a.c/d" < "a/b"
+// < "a0", key order "a-b/" < "a.c/d/" < "a/" < "a/b/" < "a0/". A
+// repository comes right before the repositories nested in it. Page.Last is compared the same way, so following the pages
 // yields every repository once.
 //
 // The tree is walked depth first, each directory's children read lazily
