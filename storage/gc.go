@@ -238,7 +238,9 @@ func (c *collection) run(ctx context.Context) error {
 // (reachability known, tags and manifests swept, blobs not yet), "doomed" (a blob's marker
 // written, its lease not read yet), "deleting" (the lease read, the blob
 // about to be deleted), and "tag doomed", "tag deleting" likewise for a
-// tag that retention removes (with the digest it pointed at).
+// tag that retention removes (with the digest it pointed at); and at one
+// moment of a request: "tag written" (a push wrote a tag's current link
+// and has not yet looked for a marker).
 var testHook = func(stage string, dg digest.Digest) {}
 
 // each runs fn(0..n-1) on the collection's workers and returns the first
@@ -649,7 +651,7 @@ func (c *collection) removeTag(ctx context.Context, r *repoState, tag string) (b
 		c.removed(rm)
 		return true, nil
 	}
-	if err := c.s.d.Delete(ctx, tagPath(r.name, tag)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+	if err := c.s.deleteTag(ctx, r.name, tag); err != nil && !errors.Is(err, driver.ErrNotFound) {
 		c.failed(ctx, "removing tag "+r.name+":"+tag, err)
 		return false, nil
 	}

@@ -510,6 +510,89 @@ func TestRetentionKeepsATagPushedMeanwhile(t *testing.T) {
 	}
 }
 
+// A retention pass that removes a tag right after a push rewrote it, and
+// is done before the push looks for its marker, leaves no marker to see:
+// the push reads its link back and writes it again.
+func TestRetentionDoneBeforeThePushLooks(t *testing.T) {
+	s, root := newGCStore(t)
+	if _, err := s.PutManifest(ctx, "app", "t", MediaTypeOCIManifest, image(t, s, "app", "old", nil)); err != nil {
+		t.Fatal(err)
+	}
+	fresh := image(t, s, "app", "new", nil)
+	age(t, root)
+	written := make(chan struct{})
+	collected := make(chan struct{})
+	pushed := make(chan error, 1)
+	setHook(t, func(stage string, dg digest.Digest) {
+		switch {
+		case stage == "tag deleting":
+			go func() {
+				_, err := s.PutManifest(ctx, "app", "t", MediaTypeOCIManifest, fresh)
+				pushed <- err
+			}()
+			<-written // the pass deletes the link the push just wrote
+		case stage == "tag written" && dg == digest.FromBytes(fresh):
+			select {
+			case <-written:
+			default:
+				close(written)
+				<-collected // the push looks once the pass is done
+			}
+		}
+	})
+	rep, _ := collect(t, s, GCOptions{Retention: []RetentionRule{{TagsOlderThan: time.Hour}}})
+	close(collected)
+	if err := <-pushed; err != nil {
+		t.Fatal(err)
+	}
+	if rep.TagsDeleted != 1 {
+		t.Fatalf("report %+v: want the tag deleted once", rep)
+	}
+	if m := mustGet(t, s, "app", "t"); m.Digest != digest.FromBytes(fresh) {
+		t.Errorf("tag t points at %s, not at the image pushed last", m.Digest)
+	}
+	pullAll(t, s, "app", "t")
+}
+
+// A manifest pushed again while a collection deletes its content: the push
+// promises the manifest before it looks for its content, so it waits for
+// the collection and stores the content again.
+func TestGCDeletesAManifestBeingPushedAgain(t *testing.T) {
+	s, root := newGCStore(t)
+	payload, _ := orphan(t, s, "a", "x")
+	doc, _, _ := parseManifest(payload, "")
+	m := digest.FromBytes(payload)
+	age(t, root)
+	pushed := make(chan error, 1)
+	setHook(t, func(stage string, dg digest.Digest) {
+		switch {
+		case stage == "marked":
+			// The references are relied on again (a client's HEADs before
+			// the push), so only the manifest is collected.
+			for _, ref := range doc.references() {
+				if _, err := s.CheckBlob(ctx, "a", ref); err != nil {
+					t.Error(err)
+				}
+			}
+		case stage == "deleting" && dg == m:
+			go func() {
+				_, err := s.PutManifest(ctx, "a", "again", MediaTypeOCIManifest, payload)
+				pushed <- err
+			}()
+			time.Sleep(200 * time.Millisecond) // the push waits for the marker
+		}
+	})
+	rep, _ := collect(t, s, GCOptions{})
+	if err := <-pushed; err != nil {
+		t.Fatal(err)
+	}
+	if rep.BlobsDeleted != 1 {
+		t.Fatalf("report %+v: want the manifest's content deleted", rep)
+	}
+	pullAll(t, s, "a", "again")
+	pullAll(t, s, "a", m.String())
+}
+
 func TestPurgeUploads(t *testing.T) {
 	t.Parallel() // no test hook
 	s, root := newGCStore(t)

@@ -46,6 +46,20 @@ import (
 // other way round. This is Dekker's handshake: each side writes its flag,
 // then reads the other's.
 //
+// The collection removes its marker once it has deleted, so a request
+// that finds no marker may have come after a whole deletion: what it
+// checks or writes must come after its read of the marker, not before.
+// A manifest PUT therefore promises its references and the manifest
+// itself first, then checks the references and whether the manifest's
+// content is stored, then writes. A tag has no lease: a push writes the
+// tag's link (its flag), reads the marker, and then reads the link back,
+// writing it again if a retention pass deleted it meanwhile.
+//
+// Markers are written only by a collection that holds the collection lock
+// (gclock.go), which it releases after its last deletion: when the lock
+// file is absent no marker is live, and a request reads the lock once
+// instead of one marker per digest.
+//
 // A lease that is merely recent is not rewritten (a pull-heavy registry
 // would otherwise write on every request). That is still safe: a lease
 // renewed less than a quarter of the grace period before the request is
@@ -107,25 +121,23 @@ func (s *Store) promise(ctx context.Context, dgs ...digest.Digest) (time.Time, e
 	if len(dgs) == 0 {
 		return at, nil
 	}
-	fns := make([]func() error, len(dgs))
+	renewals := make([]func() error, len(dgs))
+	markers := make([]string, len(dgs))
 	for i, dg := range dgs {
-		fns[i] = func() error { return s.promiseOne(ctx, dg) }
+		renewals[i] = func() error { return s.renewLease(ctx, dg) }
+		markers[i] = doomedPath(dg)
 	}
-	return at, concurrently(fns...)
-}
-
-func (s *Store) promiseOne(ctx context.Context, dg digest.Digest) error {
 	for {
-		if err := s.renewLease(ctx, dg); err != nil {
-			return err
+		if err := concurrently(renewals...); err != nil {
+			return at, err
 		}
-		waited, err := s.waitDoomed(ctx, doomedPath(dg))
+		waited, err := s.waitDoomed(ctx, markers...)
 		if err != nil || !waited {
-			return err
+			return at, err
 		}
-		// A collection held dg: it may have deleted the content and the
-		// lease just renewed. Renew again; the caller's check then sees
-		// what is left.
+		// A collection held one of dgs: it may have deleted the content
+		// and the lease just renewed. Renew again; the caller's check
+		// then sees what is left.
 	}
 }
 
@@ -142,9 +154,29 @@ func (s *Store) renewLease(ctx context.Context, dg digest.Digest) error {
 	return s.d.PutContent(ctx, p, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
 }
 
-// waitDoomed waits while a live doomed marker is at p and reports whether
+// waitDoomed waits while a live doomed marker is at any of ps and reports
+// whether there was one. Markers are written only by a collection holding
+// the collection lock, which it releases after its last deletion: with no
+// lock file there is no live marker, and one read of the lock stands for
+// reading every marker.
+func (s *Store) waitDoomed(ctx context.Context, ps ...string) (bool, error) {
+	if ok, err := s.fileExists(ctx, gcLockPath()); err != nil || !ok {
+		return false, err
+	}
+	waited := false
+	for _, p := range ps {
+		w, err := s.waitMarker(ctx, p)
+		waited = waited || w
+		if err != nil {
+			return waited, err
+		}
+	}
+	return waited, nil
+}
+
+// waitMarker waits while a live doomed marker is at p and reports whether
 // there was one.
-func (s *Store) waitDoomed(ctx context.Context, p string) (bool, error) {
+func (s *Store) waitMarker(ctx context.Context, p string) (bool, error) {
 	waited := false
 	for {
 		fi, err := s.statFile(ctx, p)

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"path"
 	"slices"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/berth-registry/berth/storage/driver"
 )
@@ -224,66 +226,50 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	// References are checked, promised (see lease.go), and checked again:
-	// the first check refuses a broken manifest without leasing anything,
-	// the second is the one the promise makes safe against a collection.
-	have := repoContent{s, name}
-	if err := checkReferences(ctx, doc, have); err != nil {
-		return PutManifestResult{}, err
-	}
-	promised, err := s.promise(ctx, doc.references()...)
+	// The references and the manifest itself are promised first, and only
+	// then checked and written (see lease.go): what is checked after the
+	// promise, no collection can take away, and what is written after it,
+	// no collection that began before deletes. References are not checked
+	// before the promise as well: those of a pushed manifest nearly always
+	// exist, and a missing one costs a stray lease, which the next
+	// collection removes.
+	promised, err := s.promise(ctx, append(doc.references(), dg)...)
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	if err := checkReferences(ctx, doc, have); err != nil {
+	var stored bool
+	err = concurrently(
+		func() error { return checkReferences(ctx, doc, repoContent{s, name}) },
+		func() (err error) {
+			stored, err = s.fileExists(ctx, blobDataPath(dg))
+			return err
+		},
+	)
+	if err != nil {
 		return PutManifestResult{}, err
 	}
 	if err := s.checkPromise(promised); err != nil {
 		return PutManifestResult{}, err
 	}
 
-	// Everything but the tags' current links is written at once, so the
-	// fsyncs share the filesystem's journal commits; the tags move only
-	// when all of it is durable, so a tag never points at something
-	// missing. A crash in between can leave a revision link whose content
-	// did not reach the disk: it reads as MANIFEST_UNKNOWN, and pushing
-	// again completes it.
-	//
-	// The manifest's own lease is renewed with the rest, and the doomed
-	// marker checked after all of it (see lease.go): if a collection was
-	// removing this manifest meanwhile, everything is written again once
-	// it is done.
+	// Everything but the tags is written at once, so the fsyncs share the
+	// filesystem's journal commits; the tags move only when all of it is
+	// durable, so a tag never points at something missing. A crash in
+	// between can leave a revision link whose content did not reach the
+	// disk: it reads as MANIFEST_UNKNOWN, and pushing again completes it.
 	res := PutManifestResult{Digest: dg}
-	if doc.Subject != nil {
-		res.Subject = doc.Subject.Digest
-	}
 	writes := []func() error{
-		func() error {
-			if ok, err := s.fileExists(ctx, blobDataPath(dg)); err != nil || ok {
-				return err
-			}
-			return s.d.PutContent(ctx, blobDataPath(dg), payload)
-		},
 		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
 	}
-	if res.Subject != "" {
+	if !stored {
+		writes = append(writes, func() error { return s.d.PutContent(ctx, blobDataPath(dg), payload) })
+	}
+	if doc.Subject != nil {
+		res.Subject = doc.Subject.Digest
 		writes = append(writes, func() error { return s.writeLink(ctx, referrerLinkPath(name, res.Subject, dg), dg) })
 	}
-	for _, tag := range allTags {
-		writes = append(writes, func() error { return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) })
-	}
-	writes = append(writes, func() error { return s.renewLease(ctx, dg) })
-	for {
-		if err := concurrently(writes...); err != nil {
-			return PutManifestResult{}, err
-		}
-		waited, err := s.waitDoomed(ctx, doomedPath(dg))
-		if err != nil {
-			return PutManifestResult{}, err
-		}
-		if !waited {
-			break
-		}
+	if err := concurrently(writes...); err != nil {
+		return PutManifestResult{}, err
 	}
 	if len(allTags) == 0 {
 		return res, nil
@@ -298,20 +284,53 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	return res, nil
 }
 
-// moveTag points tag at dg. A retention pass that is removing the tag
-// (see lease.go) holds a doomed marker while it decides; the link is
-// written first and the marker checked after, so either the pass sees the
-// new link and keeps the tag, or the tag is written again once it is done.
+// moveTag points tag at dg. A tag has no lease: its current link stands
+// for one. A retention pass that is removing the tag (see lease.go) holds
+// a doomed marker while it decides, and reads the link after writing the
+// marker; the request writes the link, then reads the marker. So either
+// the pass sees the new link and keeps the tag, or the request sees the
+// marker and writes the tag again once the pass is done, or the pass was
+// done before the request looked: then the link it may have deleted is
+// read back, and written again if it is gone.
+//
+// The tag's index entry is written last, so that a tag's directory holds
+// its current link for as long as it exists (listings rely on that; see
+// deleteTag).
 func (s *Store) moveTag(ctx context.Context, name, tag string, dg digest.Digest) error {
+	current := tagCurrentPath(name, tag)
 	for {
-		if err := s.writeLink(ctx, tagCurrentPath(name, tag), dg); err != nil {
+		if err := s.writeLink(ctx, current, dg); err != nil {
 			return err
 		}
+		testHook("tag written", dg)
 		waited, err := s.waitDoomed(ctx, doomedTagPath(name, tag))
-		if err != nil || !waited {
+		if err != nil {
 			return err
+		}
+		if waited {
+			continue
+		}
+		if ok, err := s.fileExists(ctx, current); err != nil || ok {
+			if err != nil {
+				return err
+			}
+			break
 		}
 	}
+	return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg)
+}
+
+// deleteTag removes tag from repository name: its index entries first and
+// its current link last, so that an interrupted deletion leaves a tag that
+// still resolves rather than a directory without a current link, which
+// tag listings would show (they read the tags directory alone, as
+// Distribution's do).
+func (s *Store) deleteTag(ctx context.Context, name, tag string) error {
+	err := s.d.Delete(ctx, path.Join(tagPath(name, tag), "index"))
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	return s.d.Delete(ctx, tagPath(name, tag))
 }
 
 // uniqueTags returns tags without repetitions, in their first order.
@@ -399,26 +418,38 @@ func checkReferences(ctx context.Context, doc *manifestDoc, have contentLookup) 
 		}
 		return nil
 	}
+	var checks []func() error
 	if doc.Config != nil {
-		if err := check(*doc.Config, have.blobSize, ErrBlobUnknown); err != nil {
-			return err
-		}
+		checks = append(checks, func() error { return check(*doc.Config, have.blobSize, ErrBlobUnknown) })
 	}
 	for _, l := range doc.Layers {
-		if len(l.URLs) > 0 {
-			continue
-		}
-		if err := check(l, have.blobSize, ErrBlobUnknown); err != nil {
-			return err
+		if len(l.URLs) == 0 {
+			checks = append(checks, func() error { return check(l, have.blobSize, ErrBlobUnknown) })
 		}
 	}
 	for _, m := range doc.Manifests {
-		if err := check(m, have.manifestSize, ErrManifestUnknown); err != nil {
+		checks = append(checks, func() error { return check(m, have.manifestSize, ErrManifestUnknown) })
+	}
+	// At once, referencesParallel at a time; the error reported is that of
+	// the first descriptor in the manifest's order that fails.
+	errs := make([]error, len(checks))
+	var g errgroup.Group
+	g.SetLimit(referencesParallel)
+	for i, c := range checks {
+		g.Go(func() error { errs[i] = c(); return nil })
+	}
+	_ = g.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// referencesParallel is how many of a manifest's references are checked at
+// once.
+const referencesParallel = 16
 
 // ResolveManifest returns the digest that ref (a tag or a digest) names in
 // repository name.
@@ -536,7 +567,7 @@ func (s *Store) DeleteManifest(ctx context.Context, name string, dg digest.Diges
 	for _, tag := range tags {
 		cur, err := s.readLink(ctx, tagCurrentPath(name, tag))
 		if err == nil && cur == dg {
-			if err := s.d.Delete(ctx, tagPath(name, tag)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+			if err := s.deleteTag(ctx, name, tag); err != nil && !errors.Is(err, driver.ErrNotFound) {
 				return err
 			}
 		}
@@ -561,5 +592,5 @@ func (s *Store) Untag(ctx context.Context, name, tag string) error {
 	if ValidateTag(tag) != nil {
 		return ErrManifestUnknown
 	}
-	return notFound(s.d.Delete(ctx, tagPath(name, tag)), ErrManifestUnknown)
+	return notFound(s.deleteTag(ctx, name, tag), ErrManifestUnknown)
 }

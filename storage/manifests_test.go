@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"encoding/json"
 	"errors"
@@ -10,11 +11,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage/driver"
 )
 
 // putBlob stores content in repository name and returns its descriptor.
@@ -511,5 +515,54 @@ func TestManifestExtraTags(t *testing.T) {
 	}
 	if m, _ := s.GetManifest(ctx, "a", "latest"); m.Digest != digest.FromBytes(other) {
 		t.Fatalf("latest did not move: %s", m.Digest)
+	}
+}
+
+// deletesThenFails passes its first n Delete calls to the driver and fails
+// the rest with err.
+type deletesThenFails struct {
+	driver.Driver
+	n   *atomic.Int32
+	err error
+}
+
+func (d deletesThenFails) Delete(ctx context.Context, p string) error {
+	if d.n.Add(-1) < 0 {
+		return d.err
+	}
+	return d.Driver.Delete(ctx, p)
+}
+
+// A tag deletion that fails half way leaves a tag that still resolves, not
+// a directory without a current link: listings read the directory alone.
+func TestInterruptedUntagLeavesAWholeTag(t *testing.T) {
+	s, _ := newStore(t)
+	res, err := s.PutManifest(ctx, "a", "v1", MediaTypeOCIManifest, image(t, s, "a", "1", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("the store failed")
+	healthy := s.d
+	n := new(atomic.Int32)
+	n.Store(1)
+	s.d = deletesThenFails{Driver: healthy, n: n, err: boom}
+	if err := s.Untag(ctx, "a", "v1"); !errors.Is(err, boom) {
+		t.Fatalf("Untag on a failing store: %v", err)
+	}
+	s.d = healthy
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || !slices.Equal(tags, []string{"v1"}) {
+		t.Fatalf("Tags after the failed deletion = %v, %v; want [v1]", tags, err)
+	}
+	if m := mustGet(t, s, "a", "v1"); m.Digest != res.Digest {
+		t.Fatalf("v1 resolves to %s, want %s", m.Digest, res.Digest)
+	}
+	if err := s.Untag(ctx, "a", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
+		t.Fatalf("Tags after Untag = %v, %v", tags, err)
+	}
+	if _, err := s.GetManifest(ctx, "a", "v1"); !errors.Is(err, ErrManifestUnknown) {
+		t.Fatalf("GetManifest(v1) after Untag: %v", err)
 	}
 }
