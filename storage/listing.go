@@ -8,8 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/berth-registry/berth/storage/driver"
 )
 
@@ -131,8 +129,10 @@ func (c *children) hasDir(ctx context.Context, name string) (bool, error) {
 // and "/": the two orders differ only where a tag is a prefix of another
 // that continues with '-' or '.' (plain "v1" < "v1-rc", key "v1-rc/" <
 // "v1/"). Reading starts after page.Last and stops once no unread tag can
-// be among the page's (see tagPage); only the tags of the page (and the
-// one after it) have their current link checked.
+// be among the page's (see tagPage). A tag is its directory: nothing more
+// is read per tag, since a tag's directory exists only while its current
+// link does (see moveTag and deleteTag), but for a moment while it is
+// first written.
 func (s *Store) Tags(ctx context.Context, name string, page Page) ([]string, bool, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, false, err
@@ -154,9 +154,6 @@ func (s *Store) Tags(ctx context.Context, name string, page Page) ([]string, boo
 	return tags, more, nil
 }
 
-// statParallel is how many current links a tag page checks at once.
-const statParallel = 16
-
 // tagPage returns the page of tags of repository name and whether more
 // follow, or an error wrapping driver.ErrNotFound when the repository has
 // no tags directory.
@@ -165,13 +162,12 @@ const statParallel = 16
 // every tag t > Last in plain order has key t+"/" > Last (Last is a
 // prefix of t, or they differ at a byte where t's is greater), so the
 // listing is a superset, and the entries ≤ Last in plain order are
-// dropped. The tags read are candidates; the want = N+1 smallest of them
-// in plain order (the page and the one that says more follow) are checked
-// for their current link, and missing ones dropped, until want checked
-// tags are known or the directory is read to its end.
+// dropped. Reading goes on until the want = N+1 smallest tags in plain
+// order (the page and the one that says more follow) are known, or the
+// directory is read to its end.
 //
 // When are unread tags irrelevant? Let K be the last key read and M the
-// greatest of the want smallest checked tags. An unread tag Z (key Z+"/" >
+// greatest of the want smallest tags read. An unread tag Z (key Z+"/" >
 // K ≥ M+"/") belongs to the page only if Z < M in plain order. Plain and
 // key order of two tags differ only when one is a proper prefix of the
 // other and the longer continues, right after it, with a byte below '/':
@@ -187,58 +183,40 @@ func (s *Store) tagPage(ctx context.Context, name string, page Page) ([]string, 
 		want = -1
 	}
 	c := children{d: s.d, dir: tagsPath(name), after: page.Last, limit: tagBatch(page.N)}
-	var cands []string           // read, after Last, not known to lack a current link; sorted
-	checked := map[string]bool{} // candidates whose current link exists
+	var tags []string // read, after Last; sorted
 	read := func() error {
 		if err := c.fill(ctx); err != nil {
 			return err
 		}
 		for _, e := range c.buf {
 			if e.IsDir && e.Name > page.Last {
-				cands = append(cands, e.Name)
+				tags = append(tags, e.Name)
 			}
 		}
 		c.buf = nil
-		slices.Sort(cands)
+		slices.Sort(tags)
+		if want >= 0 && len(tags) > want {
+			tags = tags[:want] // the rest cannot be in the page
+		}
 		return nil
 	}
 	if err := read(); err != nil {
 		return nil, false, err
 	}
-	for {
-		top := cands
-		if want >= 0 && len(top) > want {
-			top = top[:want]
-		}
-		missing, err := s.missingCurrent(ctx, name, top, checked)
-		if err != nil {
-			return nil, false, err
-		}
-		if len(missing) > 0 {
-			cands = slices.DeleteFunc(cands, func(t string) bool { return missing[t] })
-			continue
-		}
-		if c.done {
-			break
-		}
-		if want < 0 || len(top) < want {
-			if err := read(); err != nil {
-				return nil, false, err
+	for !c.done {
+		if want >= 0 && len(tags) >= want {
+			y, ok := unreadPrefix(tags[want-1], page.Last, c.after)
+			if !ok {
+				break
 			}
-			continue
+			// A jump needs the few prefixes of the page's last tag; one
+			// response of an object store holds 1,000 entries.
+			c.after, c.limit = max(c.after, startAt(y)), min(c.limit, 1000)
 		}
-		y, ok := unreadPrefix(top[len(top)-1], page.Last, c.after)
-		if !ok {
-			break
-		}
-		// A jump needs the few prefixes of the page's last tag; one
-		// response of an object store holds 1,000 entries.
-		c.after, c.limit = max(c.after, startAt(y)), min(c.limit, 1000)
 		if err := read(); err != nil {
 			return nil, false, err
 		}
 	}
-	tags := cands
 	if want >= 0 && len(tags) >= want {
 		return tags[:page.N], true, nil
 	}
@@ -256,47 +234,6 @@ func unreadPrefix(m, last, readTo string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// missingCurrent checks the current links of the tags not checked yet,
-// statParallel at a time, records those that exist in checked, and
-// returns those that do not: a tag whose current link never landed (a
-// crash while tagging) does not exist.
-func (s *Store) missingCurrent(ctx context.Context, name string, tags []string, checked map[string]bool) (map[string]bool, error) {
-	var todo []string
-	for _, t := range tags {
-		if !checked[t] {
-			todo = append(todo, t)
-		}
-	}
-	if len(todo) == 0 {
-		return nil, nil
-	}
-	found := make([]bool, len(todo))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(statParallel)
-	for i, t := range todo {
-		g.Go(func() error {
-			ok, err := s.fileExists(gctx, tagCurrentPath(name, t))
-			found[i] = ok
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	var missing map[string]bool
-	for i, t := range todo {
-		if found[i] {
-			checked[t] = true
-		} else {
-			if missing == nil {
-				missing = map[string]bool{}
-			}
-			missing[t] = true
-		}
-	}
-	return missing, nil
 }
 
 // repositoryExists reports whether repository name has any content of its

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -378,8 +379,16 @@ func TestCrashBetweenSteps(t *testing.T) {
 	if _, err := s.GetManifest(ctx, "a", "v1"); !errors.Is(err, ErrManifestUnknown) {
 		t.Fatalf("half-written tag visible: %v", err)
 	}
-	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
+	// Tag listings read the tags directory alone (as Distribution's do),
+	// so the tag is listed until it is written again or deleted.
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || !slices.Equal(tags, []string{"v1"}) {
 		t.Fatalf("Tags = %v, %v", tags, err)
+	}
+	if err := s.Untag(ctx, "a", "v1"); err != nil {
+		t.Fatalf("deleting the half-written tag: %v", err)
+	}
+	if tags, _, err := s.Tags(ctx, "a", Page{N: -1}); err != nil || len(tags) != 0 {
+		t.Fatalf("Tags after Untag = %v, %v", tags, err)
 	}
 }
 
