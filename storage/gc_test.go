@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -806,4 +807,64 @@ func TestGCRemovesStrayLeases(t *testing.T) {
 	if _, err := os.Stat(lease(claimed)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("an old stray lease is still there: %v", err)
 	}
+}
+
+// leases returns the digests that have a lease.
+func leases(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	dir := filepath.Join(root, filepath.FromSlash(berthPath("leases")))
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err == nil && !e.IsDir() {
+			out = append(out, e.Name())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A manifest pushed right after its blobs writes no lease (their data is
+// young, and a collection keeps it); one that references blobs stored
+// long ago renews their leases and only theirs.
+func TestManifestPutLeasesOnlyOldContent(t *testing.T) {
+	s, root := newGCStore(t)
+	fresh := image(t, s, "a", "fresh", nil)
+	before := leases(t, root) // the uploads leased their blobs
+	if _, err := s.PutManifest(ctx, "a", "fresh", MediaTypeOCIManifest, fresh); err != nil {
+		t.Fatal(err)
+	}
+	if got := leases(t, root); !slices.Equal(got, before) {
+		t.Errorf("a manifest of young blobs wrote leases: %v, before %v", got, before)
+	}
+
+	old := image(t, s, "a", "old", nil)
+	age(t, root)
+	if err := os.RemoveAll(filepath.Join(root, filepath.FromSlash(berthPath("leases")))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutManifest(ctx, "a", "old", MediaTypeOCIManifest, old); err != nil {
+		t.Fatal(err)
+	}
+	doc, _, _ := parseManifest(old, "")
+	var want []string
+	for _, dg := range doc.references() {
+		want = append(want, dg.Encoded())
+	}
+	slices.Sort(want)
+	if got := leases(t, root); !slices.Equal(got, want) {
+		t.Errorf("leases after a manifest of old blobs: %v, want its references' %v", got, want)
+	}
+	rep, _ := collect(t, s, GCOptions{})
+	if rep.BlobsDeleted != 0 {
+		t.Errorf("report %+v: want nothing deleted", rep)
+	}
+	pullAll(t, s, "a", "fresh")
+	pullAll(t, s, "a", "old")
 }

@@ -55,6 +55,13 @@ import (
 // tag's link (its flag), reads the marker, and then reads the link back,
 // writing it again if a retention pass deleted it meanwhile.
 //
+// A blob whose data is young needs no lease either: the collection judges
+// a blob's data by the same age as its lease, and data is placed only
+// after the placing request's promise, so after any collection that was
+// deleting an earlier copy (and its links) is done. A manifest PUT reads
+// its blobs' data first and their links after, and promises only the
+// blobs older than a quarter of the grace period (see PutManifest).
+//
 // Markers are written only by a collection that holds the collection lock
 // (gclock.go), which it releases after its last deletion: when the lock
 // file is absent no marker is live, and a request reads the lock once
@@ -148,7 +155,7 @@ func (s *Store) renewLease(ctx context.Context, dg digest.Digest) error {
 		return fmt.Errorf("%w: %v", ErrDigestInvalid, err)
 	}
 	p := leasePath(dg)
-	if fi, err := s.statFile(ctx, p); err == nil && time.Since(fi.ModTime) < s.grace/4 {
+	if fi, err := s.statFile(ctx, p); err == nil && s.young(fi.ModTime) {
 		return nil
 	}
 	return s.d.PutContent(ctx, p, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
@@ -198,6 +205,14 @@ func (s *Store) waitMarker(ctx context.Context, p string) (bool, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// young reports whether content written at modTime needs no lease for a
+// request to rely on it: like a lease renewed then, it is younger than the
+// grace period for any collection that could delete it before the request
+// is done (see above, and PutManifest).
+func (s *Store) young(modTime time.Time) bool {
+	return time.Since(modTime) < s.grace/4
 }
 
 // checkPromise returns ErrPromiseExpired when a promise made at at may no

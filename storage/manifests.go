@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -226,29 +227,59 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if err != nil {
 		return PutManifestResult{}, err
 	}
-	// The references and the manifest itself are promised first, and only
-	// then checked and written (see lease.go): what is checked after the
-	// promise, no collection can take away, and what is written after it,
-	// no collection that began before deletes. References are not checked
-	// before the promise as well: those of a pushed manifest nearly always
-	// exist, and a missing one costs a stray lease, which the next
-	// collection removes.
-	promised, err := s.promise(ctx, append(doc.references(), dg)...)
-	if err != nil {
-		return PutManifestResult{}, err
-	}
-	var stored bool
-	err = concurrently(
-		func() error { return checkReferences(ctx, doc, repoContent{s, name}) },
-		func() (err error) {
-			stored, err = s.fileExists(ctx, blobDataPath(dg))
-			return err
-		},
+	// What a manifest PUT relies on must outlive any collection that does
+	// not see the manifest (see lease.go). A blob whose data was written
+	// less than a quarter of the grace period ago needs nothing more: no
+	// collection deletes it, or its links, before the manifest is stored
+	// (its data is its lease). The rest is promised, then checked again,
+	// and written only after: blobs stored earlier, an index's children
+	// (a collection removes a manifest's revision link by the link's age,
+	// not its data's), and the manifest itself when its revision link or
+	// old content is already there (a push again, or of content a
+	// collection may be deleting).
+	at := time.Now()
+	have := repoContent{s, name}
+	var (
+		refs       map[digest.Digest]time.Time
+		data       driver.FileInfo
+		stored     bool
+		linked     bool
+		old        []digest.Digest
+		checkFirst = func() error {
+			return concurrently(
+				func() (err error) { refs, err = checkReferences(ctx, doc, have); return err },
+				func() (err error) {
+					data, err = s.statFile(ctx, blobDataPath(dg))
+					stored = err == nil
+					return ignoreNotFound(err)
+				},
+				func() (err error) { linked, err = s.fileExists(ctx, revisionLinkPath(name, dg)); return err },
+			)
+		}
 	)
-	if err != nil {
+	if err := checkFirst(); err != nil {
 		return PutManifestResult{}, err
 	}
-	if err := s.checkPromise(promised); err != nil {
+	for ref, modTime := range refs {
+		if !s.young(modTime) {
+			old = append(old, ref)
+		}
+	}
+	for _, child := range doc.Manifests {
+		old = append(old, child.Digest) // a young manifest may have an old revision link here
+	}
+	if linked || (stored && !s.young(data.ModTime)) {
+		old = append(old, dg)
+	}
+	if len(old) > 0 {
+		if _, err := s.promise(ctx, old...); err != nil {
+			return PutManifestResult{}, err
+		}
+		if err := checkFirst(); err != nil {
+			return PutManifestResult{}, err
+		}
+	}
+	if err := s.checkPromise(at); err != nil {
 		return PutManifestResult{}, err
 	}
 
@@ -363,37 +394,41 @@ func concurrently(fns ...func() error) error {
 // contentLookup says what a repository holds, for checking the references
 // of a manifest pushed to it.
 type contentLookup interface {
-	// blobSize returns the size of blob dg, or an error wrapping
+	// blob describes the data of blob dg, or returns an error wrapping
 	// ErrBlobUnknown.
-	blobSize(ctx context.Context, dg digest.Digest) (int64, error)
-	// manifestSize returns the size of manifest dg, or an error wrapping
-	// ErrManifestUnknown.
-	manifestSize(ctx context.Context, dg digest.Digest) (int64, error)
+	blob(ctx context.Context, dg digest.Digest) (driver.FileInfo, error)
+	// manifest describes the data of manifest dg, or returns an error
+	// wrapping ErrManifestUnknown.
+	manifest(ctx context.Context, dg digest.Digest) (driver.FileInfo, error)
 }
 
-// repoContent is the contentLookup of repository name in a store.
+// repoContent is the contentLookup of repository name in a store. It reads
+// the data before the repository's link: data that is young was placed
+// after any collection that deleted an earlier copy had finished, links
+// included, so a link read after it is one no such collection removes.
 type repoContent struct {
 	s    *Store
 	name string
 }
 
-func (r repoContent) blobSize(ctx context.Context, dg digest.Digest) (int64, error) {
-	return r.s.StatBlob(ctx, r.name, dg)
+func (r repoContent) blob(ctx context.Context, dg digest.Digest) (driver.FileInfo, error) {
+	return r.lookup(ctx, dg, layerLinkPath(r.name, dg), ErrBlobUnknown)
 }
 
-func (r repoContent) manifestSize(ctx context.Context, dg digest.Digest) (int64, error) {
-	ok, err := r.s.fileExists(ctx, revisionLinkPath(r.name, dg))
-	if err != nil {
-		return 0, err
-	}
-	if !ok {
-		return 0, ErrManifestUnknown
-	}
+func (r repoContent) manifest(ctx context.Context, dg digest.Digest) (driver.FileInfo, error) {
+	return r.lookup(ctx, dg, revisionLinkPath(r.name, dg), ErrManifestUnknown)
+}
+
+func (r repoContent) lookup(ctx context.Context, dg digest.Digest, link string, unknown error) (driver.FileInfo, error) {
 	fi, err := r.s.statFile(ctx, blobDataPath(dg))
 	if err != nil {
-		return 0, notFound(err, ErrManifestUnknown)
+		return driver.FileInfo{}, notFound(err, unknown)
 	}
-	return fi.Size, nil
+	ok, err := r.s.fileExists(ctx, link)
+	if err == nil && !ok {
+		err = unknown
+	}
+	return fi, err
 }
 
 // checkReferences checks a manifest's descriptors against what the
@@ -403,48 +438,56 @@ func (r repoContent) manifestSize(ctx context.Context, dg digest.Digest) (int64,
 // *SizeMismatchError). Two kinds are not checked: a layer with urls (a
 // non-distributable layer, stored elsewhere), and the subject, which the
 // spec lets a client push after its referrers (checking it only when
-// present would make the outcome depend on the order of pushes).
-func checkReferences(ctx context.Context, doc *manifestDoc, have contentLookup) error {
-	check := func(d v1.Descriptor, size func(context.Context, digest.Digest) (int64, error), unknown error) error {
-		n, err := size(ctx, d.Digest)
-		if errors.Is(err, unknown) {
-			return &ManifestBlobUnknownError{Digest: d.Digest}
-		}
-		if err != nil {
-			return err
-		}
-		if n != d.Size {
-			return &SizeMismatchError{Digest: d.Digest, Declared: d.Size, Stored: n}
-		}
-		return nil
+// present would make the outcome depend on the order of pushes). It
+// returns when each blob's data was written.
+func checkReferences(ctx context.Context, doc *manifestDoc, have contentLookup) (map[digest.Digest]time.Time, error) {
+	type ref struct {
+		d       v1.Descriptor
+		lookup  func(context.Context, digest.Digest) (driver.FileInfo, error)
+		unknown error
 	}
-	var checks []func() error
+	var refs []ref
 	if doc.Config != nil {
-		checks = append(checks, func() error { return check(*doc.Config, have.blobSize, ErrBlobUnknown) })
+		refs = append(refs, ref{*doc.Config, have.blob, ErrBlobUnknown})
 	}
 	for _, l := range doc.Layers {
 		if len(l.URLs) == 0 {
-			checks = append(checks, func() error { return check(l, have.blobSize, ErrBlobUnknown) })
+			refs = append(refs, ref{l, have.blob, ErrBlobUnknown})
 		}
 	}
 	for _, m := range doc.Manifests {
-		checks = append(checks, func() error { return check(m, have.manifestSize, ErrManifestUnknown) })
+		refs = append(refs, ref{m, have.manifest, ErrManifestUnknown})
 	}
 	// At once, referencesParallel at a time; the error reported is that of
 	// the first descriptor in the manifest's order that fails.
-	errs := make([]error, len(checks))
+	infos := make([]driver.FileInfo, len(refs))
+	errs := make([]error, len(refs))
 	var g errgroup.Group
 	g.SetLimit(referencesParallel)
-	for i, c := range checks {
-		g.Go(func() error { errs[i] = c(); return nil })
+	for i, r := range refs {
+		g.Go(func() error {
+			fi, err := r.lookup(ctx, r.d.Digest)
+			switch {
+			case errors.Is(err, r.unknown):
+				err = &ManifestBlobUnknownError{Digest: r.d.Digest}
+			case err == nil && fi.Size != r.d.Size:
+				err = &SizeMismatchError{Digest: r.d.Digest, Declared: r.d.Size, Stored: fi.Size}
+			}
+			infos[i], errs[i] = fi, err
+			return nil
+		})
 	}
 	_ = g.Wait()
-	for _, err := range errs {
+	modTimes := make(map[digest.Digest]time.Time, len(refs))
+	for i, err := range errs {
 		if err != nil {
-			return err
+			return nil, err
+		}
+		if refs[i].unknown == ErrBlobUnknown {
+			modTimes[refs[i].d.Digest] = infos[i].ModTime
 		}
 	}
-	return nil
+	return modTimes, nil
 }
 
 // referencesParallel is how many of a manifest's references are checked at

@@ -7,6 +7,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage/driver"
 )
 
 // Content the fuzzed manifests may reference: a stored config and layer
@@ -20,18 +22,18 @@ var (
 // mapContent is a contentLookup over fixed blobs and manifests.
 type mapContent struct{ blobs, manifests map[digest.Digest]int64 }
 
-func (m mapContent) blobSize(_ context.Context, dg digest.Digest) (int64, error) {
+func (m mapContent) blob(_ context.Context, dg digest.Digest) (driver.FileInfo, error) {
 	if n, ok := m.blobs[dg]; ok {
-		return n, nil
+		return driver.FileInfo{Size: n}, nil
 	}
-	return 0, ErrBlobUnknown
+	return driver.FileInfo{}, ErrBlobUnknown
 }
 
-func (m mapContent) manifestSize(_ context.Context, dg digest.Digest) (int64, error) {
+func (m mapContent) manifest(_ context.Context, dg digest.Digest) (driver.FileInfo, error) {
 	if n, ok := m.manifests[dg]; ok {
-		return n, nil
+		return driver.FileInfo{Size: n}, nil
 	}
-	return 0, ErrManifestUnknown
+	return driver.FileInfo{}, ErrManifestUnknown
 }
 
 // FuzzManifest checks parsing and validation of pushed manifests: a
@@ -104,7 +106,7 @@ func checkFuzzedReferences(t *testing.T, doc *manifestDoc, have mapContent) {
 	for _, m := range doc.Manifests {
 		want = append(want, checked{m, have.manifests})
 	}
-	err := checkReferences(context.Background(), doc, have)
+	_, err := checkReferences(context.Background(), doc, have)
 	for _, c := range want {
 		size, ok := c.stored[c.d.Digest]
 		var unknown *ManifestBlobUnknownError
