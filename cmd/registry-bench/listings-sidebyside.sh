@@ -3,7 +3,7 @@
 # registry directory.
 #
 #   cmd/registry-bench/listings-sidebyside.sh [WORKDIR] [--rounds 3] [--berth BIN]
-#       [--distribution BIN] [--repos 10000] [--tags 10000] [--quiet-wait 10]
+#       [--distribution BIN] [--repos 10000] [--tags 10000] [--quiet-wait 10] [--s3]
 #
 # Builds registry-bench and, unless --berth names a binary, Berth's
 # registry from this tree; uses Distribution's v3.1.2 binary from
@@ -20,6 +20,14 @@
 # under a fifth of a core busy over 5 s. The 1-minute load average is
 # recorded with each run.
 #
+# With --s3 both registries serve the data from one MinIO instead
+# ($BERTH_MINIO_BIN, minio on PATH or /tmp/berth-tools/minio), on
+# loopback, with its drive in WORKDIR/minio-data: `registry-bench s3load`
+# copies the data directory into bucket "listings" once (all but the blobs
+# of other repositories than bench/tags, which listings never read) and
+# the drive is kept for later runs. Dropping the page cache then drops
+# MinIO's.
+#
 # WORKDIR (default /tmp/berth-listings) gets results.tsv (one line per
 # figure and run) and the registries' logs. The data stays; remove it
 # yourself.
@@ -28,7 +36,7 @@ DISTRIBUTION_VERSION=v3.1.2
 cd "$(dirname "$0")/../.."
 work=/tmp/berth-listings
 case ${1:-} in -*|'') ;; *) work=$1; shift ;; esac
-rounds=3 berth= dist=${BERTH_DISTRIBUTION_BIN:-} repos=10000 tags=10000 quiet=10
+rounds=3 berth= dist=${BERTH_DISTRIBUTION_BIN:-} repos=10000 tags=10000 quiet=10 s3=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--rounds) rounds=$2; shift ;;
@@ -37,6 +45,7 @@ while [ $# -gt 0 ]; do
 	--repos) repos=$2; shift ;;
 	--tags) tags=$2; shift ;;
 	--quiet-wait) quiet=$2; shift ;;
+	--s3) s3=1 ;;
 	*) echo "unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -68,6 +77,35 @@ if [ "$(cat "$work/data.shape" 2>/dev/null)" != "$shape" ]; then
 	echo "$shape" >"$work/data.shape"
 fi
 
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+if [ -n "$s3" ]; then
+	minio=${BERTH_MINIO_BIN:-$(command -v minio || echo /tmp/berth-tools/minio)}
+	[ -x "$minio" ] || { echo "--s3 needs MinIO: set BERTH_MINIO_BIN" >&2; exit 1; }
+	s3port=$(free_port)
+	export REGISTRY_BENCH_S3_ACCESSKEY=berth-bench REGISTRY_BENCH_S3_SECRETKEY=berth-bench-listings-secret
+	MINIO_ROOT_USER=$REGISTRY_BENCH_S3_ACCESSKEY MINIO_ROOT_PASSWORD=$REGISTRY_BENCH_S3_SECRETKEY \
+		MINIO_BROWSER=off MINIO_UPDATE=off MINIO_CI_CD=1 \
+		"$minio" server --quiet --address "127.0.0.1:$s3port" --console-address 127.0.0.1:0 \
+		"$work/minio-data" >"$work/minio.log" 2>&1 &
+	minio_pid=$!
+	trap 'kill $minio_pid 2>/dev/null || true' EXIT INT TERM
+	i=0
+	until curl -fs "http://127.0.0.1:$s3port/minio/health/ready" >/dev/null; do
+		i=$((i + 1))
+		[ $i -lt 600 ] && kill -0 "$minio_pid" 2>/dev/null || { echo "MinIO did not start; see $work/minio.log" >&2; exit 1; }
+		sleep 0.1
+	done
+	if [ "$(cat "$work/minio.shape" 2>/dev/null)" != "$shape" ]; then
+		rm -f "$work/minio.shape"
+		"$work/bin/registry-bench" s3load --dir "$data" --s3 "http://127.0.0.1:$s3port" --bucket listings
+		echo "$shape" >"$work/minio.shape"
+	fi
+	echo "MinIO $minio on 127.0.0.1:$s3port"
+fi
+
 drop=--drop-caches
 if ! (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
 	echo "cannot drop the page cache here: every run is warm" >&2
@@ -91,10 +129,6 @@ quiet_wait() {
 		fi
 	done
 }
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 results=$work/results.tsv
 printf 'round\tregistry\tposition\tcache\tload1\ttest\titems\tseconds\n' >"$results"
 
@@ -102,15 +136,30 @@ printf 'round\tregistry\tposition\tcache\tload1\ttest\titems\tseconds\n' >"$resu
 one() {
 	reg=$1 round=$2 pos=$3
 	port=$(free_port)
+	if [ -n "$s3" ]; then
+		store="  s3:
+    regionendpoint: http://127.0.0.1:$s3port
+    bucket: listings
+    accesskey: $REGISTRY_BENCH_S3_ACCESSKEY
+    secretkey: $REGISTRY_BENCH_S3_SECRETKEY
+    region: us-east-1
+    forcepathstyle: true
+    secure: false
+  redirect:
+    disable: true"
+	else
+		store="  filesystem:
+    rootdirectory: $data"
+	fi
 	if [ "$reg" = berth ]; then
+		printf 'storage:\n%s\n' "$store" >"$work/berth.yml"
 		REGISTRY_HTTP_ADDR=127.0.0.1:$port REGISTRY_HTTP_TLS_DISABLED=true \
-			REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$data \
 			REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED=false \
 			REGISTRY_LOG_LEVEL=warn REGISTRY_LOG_ACCESSLOG_DISABLED=true \
-			"$berth" serve >"$work/berth.log" 2>&1 &
+			"$berth" serve "$work/berth.yml" >"$work/berth.log" 2>&1 &
 	else
-		printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:%s\n' \
-			"$data" "$port" >"$work/distribution.yml"
+		printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n%s\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:%s\n' \
+			"$store" "$port" >"$work/distribution.yml"
 		OTEL_TRACES_EXPORTER=none OTEL_SDK_DISABLED=true "$dist" serve "$work/distribution.yml" >"$work/distribution.log" 2>&1 &
 	fi
 	pid=$!

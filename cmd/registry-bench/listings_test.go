@@ -9,9 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-registry/berth/internal/miniotest"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
+	"github.com/berth-registry/berth/storage/driver/s3"
 )
 
 func TestListTagNames(t *testing.T) {
@@ -49,19 +51,60 @@ func TestNextLink(t *testing.T) {
 // TestListingsAgainstBerth writes a small listing data directory, serves
 // it with Berth, and checks that every figure lists and pulls everything.
 func TestListingsAgainstBerth(t *testing.T) {
-	dir := t.TempDir()
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"listdata", "--dir", dir, "--repos", "30", "--tags", "1200", "--images", "3"}, &out, &out); err != nil {
-		t.Fatalf("listdata: %v\n%s", err, out.String())
-	}
+	dir := writeListData(t)
 	drv, err := filesystem.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { drv.Close() })
-	srv := httptest.NewServer(registry.New(registry.Config{Store: storage.New(drv)}))
+	checkListings(t, storage.New(drv))
+}
+
+// TestS3LoadServesListings copies the same data into a MinIO bucket with
+// s3load and checks the figures against Berth on that bucket: everything
+// listings read came across, and other repositories' blobs did not.
+func TestS3LoadServesListings(t *testing.T) {
+	srv := miniotest.Shared(t)
+	bucket := srv.NewBucket(t)
+	dir := writeListData(t)
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"s3load", "--dir", dir, "--s3", srv.Endpoint, "--bucket", bucket,
+		"--s3-accesskey", miniotest.AccessKey, "--s3-secretkey", miniotest.SecretKey}, &out, &out); err != nil {
+		t.Fatalf("s3load: %v\n%s", err, out.String())
+	}
+	// bench/tags links 3 images of 3 blobs each; gcdata's 30 repositories
+	// link 90 blobs, which stay behind.
+	if !strings.Contains(out.String(), "(90 blobs left out)") {
+		t.Errorf("s3load said %q", out.String())
+	}
+	secure := false
+	drv, err := s3.New(context.Background(), s3.Options{RegionEndpoint: srv.Endpoint, Bucket: bucket, ForcePathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey, Secure: &secure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkListings(t, storage.New(drv))
+}
+
+// writeListData writes a listing data directory of 30 repositories and
+// bench/tags with 1,200 tags on 3 images.
+func writeListData(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"listdata", "--dir", dir, "--repos", "30", "--tags", "1200", "--images", "3"}, &out, &out); err != nil {
+		t.Fatalf("listdata: %v\n%s", err, out.String())
+	}
+	return dir
+}
+
+// checkListings runs `listings` against Berth on s, serving writeListData's
+// data, and checks that every figure lists and pulls everything.
+func checkListings(t *testing.T, s *storage.Store) {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Config{Store: s}))
 	t.Cleanup(srv.Close)
-	out.Reset()
+	var out bytes.Buffer
 	if err := run(context.Background(), []string{"listings", "--url", srv.URL, "--gets", "50", "--target", "berth"}, &out, &out); err != nil {
 		t.Fatalf("listings: %v\n%s", err, out.String())
 	}

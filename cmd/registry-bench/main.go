@@ -8,6 +8,7 @@
 //	registry-bench gcdata --dir DIR [--repos 10000] [--blobs 100000] [--unreferenced 0.2] [--seed N]
 //	registry-bench listdata --dir DIR [--repos 10000] [--tags 10000]
 //	registry-bench listings --url http://127.0.0.1:5000 [--drop-caches]
+//	registry-bench s3load --dir DIR --s3 http://127.0.0.1:9000 --bucket B [--blobs-of bench/tags]
 //
 // The tests: push-mono, push-chunked, push-parallel, push-memory, pull, pull-h2,
 // manifest-put, manifest-get (the registry), token-basic, token-refresh
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return listDataCmd(ctx, args[1:], stdout, stderr)
 		case "listings":
 			return listingsCmd(ctx, args[1:], stdout, stderr)
+		case "s3load":
+			return s3LoadCmd(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return benchCmd(ctx, args, stdout, stderr)
