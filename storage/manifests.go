@@ -324,9 +324,9 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 // done before the request looked: then the link it may have deleted is
 // read back, and written again if it is gone.
 //
-// The tag's index entry is written last, so that a tag's directory holds
-// its current link for as long as it exists (listings rely on that; see
-// deleteTag).
+// The tag's index entry is written after the current link (with the read
+// back), so that a tag's directory holds its current link for as long as
+// it exists (listings rely on that; see deleteTag).
 func (s *Store) moveTag(ctx context.Context, name, tag string, dg digest.Digest) error {
 	current := tagCurrentPath(name, tag)
 	for {
@@ -341,14 +341,15 @@ func (s *Store) moveTag(ctx context.Context, name, tag string, dg digest.Digest)
 		if waited {
 			continue
 		}
-		if ok, err := s.fileExists(ctx, current); err != nil || ok {
-			if err != nil {
-				return err
-			}
-			break
+		var linked bool
+		err = concurrently(
+			func() (err error) { linked, err = s.fileExists(ctx, current); return err },
+			func() error { return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg) },
+		)
+		if err != nil || linked {
+			return err
 		}
 	}
-	return s.writeLink(ctx, tagIndexPath(name, tag, dg), dg)
 }
 
 // deleteTag removes tag from repository name: its index entries first and
