@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -127,5 +129,50 @@ func checkListings(t *testing.T, s *storage.Store) {
 		if items[test] != n {
 			t.Errorf("%s: %d items, want %d\n%s", test, items[test], n, out.String())
 		}
+	}
+}
+
+// A registry that lists a tag twice fails that figure, and the others are
+// still timed: the manifest GETs pull the tags listed before the repeat.
+func TestListingsGoOnAfterAWrongFigure(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.Write([]byte("{}"))
+		case r.URL.Path == "/v2/_catalog":
+			w.Write([]byte(`{"repositories":["bench/tags"]}`))
+		case r.URL.Path == "/v2/bench/tags/tags/list" && r.URL.Query().Get("last") == "":
+			if r.URL.Query().Get("n") == "1000" {
+				w.Header().Set("Link", `</v2/bench/tags/tags/list?last=b&n=1000>; rel="next"`)
+			}
+			w.Write([]byte(`{"tags":["a","b"]}`))
+		case r.URL.Path == "/v2/bench/tags/tags/list":
+			w.Write([]byte(`{"tags":["b","c"]}`)) // b again
+		case strings.HasPrefix(r.URL.Path, "/v2/bench/tags/manifests/"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Write([]byte(`{"schemaVersion":2}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"listings", "--url", srv.URL, "--gets", "5"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "tags-all-1000: b listed twice") {
+		t.Fatalf("listings = %v, want the repeated tag reported", err)
+	}
+	items := map[string]int{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		var r Result
+		if strings.HasPrefix(line, "{") {
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatal(err)
+			}
+			items[r.Test] = r.Ops
+		}
+	}
+	want := map[string]int{"catalog-first-100": 1, "catalog-all-1000": 1, "tags-first-100": 2, "manifest-get-by-tag": 2}
+	if !maps.Equal(items, want) {
+		t.Errorf("figures %v, want %v\n%s", items, want, out.String())
 	}
 }
