@@ -49,11 +49,11 @@ import (
 // The collection removes its marker once it has deleted, so a request
 // that finds no marker may have come after a whole deletion: what it
 // checks or writes must come after its read of the marker, not before.
-// A manifest PUT therefore promises its references and the manifest
-// itself first, then checks the references and whether the manifest's
-// content is stored, then writes. A tag has no lease: a push writes the
-// tag's link (its flag), reads the marker, and then reads the link back,
-// writing it again if a retention pass deleted it meanwhile.
+// A manifest PUT therefore promises what needs a promise (below) first,
+// then checks its references and whether its own content is stored, then
+// writes. A tag has no lease: a push writes the tag's link (its flag),
+// reads the marker, and then reads the link back, writing it again if a
+// retention pass deleted it meanwhile.
 //
 // A blob whose data is young needs no lease either: the collection judges
 // a blob's data by the same age as its lease, and data is placed only
