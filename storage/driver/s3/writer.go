@@ -98,7 +98,12 @@ type writer struct {
 	parts    []minio.CompletePart
 	partSize int64 // bytes in parts
 	buf      []byte
-	strays   []string // other uploads of key, left by writers that died
+	// lent: a request that sent part of buf failed, and its body may
+	// still be read by the HTTP transport (a store that answers before it
+	// has read the body, as a failed If-Match does), so buf must not go
+	// back to the pool for another writer to overwrite.
+	lent   bool
+	strays []string // other uploads of key, left by writers that died
 
 	object  bool // the object at key holds the file (nothing pending)
 	dirty   bool // written since the state in the bucket
@@ -147,10 +152,10 @@ func (d *Driver) readBuffer(body io.Reader, size int64) ([]byte, error) {
 }
 
 func (w *writer) releaseBuffer() {
-	if w.buf != nil {
+	if w.buf != nil && !w.lent {
 		w.d.release(w.buf)
-		w.buf = nil
 	}
+	w.buf, w.lent = nil, false
 }
 
 // Writer implements driver.Driver.
@@ -391,6 +396,7 @@ func (w *writer) uploadPart(data []byte) error {
 	n := len(w.parts) + 1
 	p, err := w.d.core.PutObjectPart(w.ctx, w.d.bucket, w.key, w.uploadID, n, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{})
 	if err != nil {
+		w.lent = true
 		return mapErr("write", w.path, err)
 	}
 	w.parts = append(w.parts, minio.CompletePart{PartNumber: n, ETag: p.ETag})
@@ -426,6 +432,7 @@ func (w *writer) persist() error {
 	}
 	info, err := w.d.core.PutObject(w.ctx, w.d.bucket, w.key+pendingSuffix, bytes.NewReader(w.buf), int64(len(w.buf)), "", "", opts)
 	if err != nil {
+		w.lent = true
 		// A pending object that went (another writer committed or
 		// cancelled the file) fails the If-Match as not found.
 		if code := minio.ToErrorResponse(err).Code; code == "PreconditionFailed" || code == "ConditionalRequestConflict" ||
@@ -456,6 +463,7 @@ func (w *writer) Commit(ctx context.Context) error {
 	size := w.Size()
 	if w.uploadID == "" {
 		if err := w.d.putObject(ctx, "commit", w.path, w.key, w.buf, nil); err != nil {
+			w.lent = true
 			return w.fail(err)
 		}
 	} else {
