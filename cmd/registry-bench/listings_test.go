@@ -111,17 +111,11 @@ func checkListings(t *testing.T, s *storage.Store) {
 		t.Fatalf("listings: %v\n%s", err, out.String())
 	}
 	items := map[string]int{}
-	for _, line := range strings.Split(out.String(), "\n") {
-		var r Result
-		if strings.HasPrefix(line, "{") {
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatal(err)
-			}
-			if r.Target != "berth" || r.Cache != "warm" || r.Seconds <= 0 {
-				t.Errorf("result %+v", r)
-			}
-			items[r.Test] = r.Ops
+	for _, r := range results(t, out.String()) {
+		if r.Target != "berth" || r.Cache != "warm" || r.Seconds <= 0 {
+			t.Errorf("result %+v", r)
 		}
+		items[r.Test] = r.Ops
 	}
 	// The catalog holds gcdata's repositories and bench/tags.
 	want := map[string]int{"catalog-first-100": 31, "catalog-all-1000": 31, "tags-first-100": 100, "tags-all-1000": 1200, "manifest-get-by-tag": 50}
@@ -162,17 +156,27 @@ func TestListingsGoOnAfterAWrongFigure(t *testing.T) {
 		t.Fatalf("listings = %v, want the repeated tag reported", err)
 	}
 	items := map[string]int{}
-	for _, line := range strings.Split(out.String(), "\n") {
-		var r Result
-		if strings.HasPrefix(line, "{") {
-			if err := json.Unmarshal([]byte(line), &r); err != nil {
-				t.Fatal(err)
-			}
-			items[r.Test] = r.Ops
-		}
+	for _, r := range results(t, out.String()) {
+		items[r.Test] = r.Ops
 	}
 	want := map[string]int{"catalog-first-100": 1, "catalog-all-1000": 1, "tags-first-100": 2, "manifest-get-by-tag": 2}
 	if !maps.Equal(items, want) {
 		t.Errorf("figures %v, want %v\n%s", items, want, out.String())
 	}
+}
+
+// results parses the JSON lines of registry-bench's output.
+func results(t *testing.T, out string) []Result {
+	t.Helper()
+	var rs []Result
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "{") {
+			var r Result
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+	}
+	return rs
 }
