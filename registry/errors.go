@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -17,6 +18,8 @@ var (
 	ErrDenied = errors.New("requested access to the resource is denied")
 	// errUnsupported: the operation is switched off or not an endpoint's method.
 	errUnsupported = errors.New("the operation is unsupported")
+	// errReadOnly: a write while the registry is in read-only mode.
+	errReadOnly = fmt.Errorf("%w: the registry is in read-only mode", errUnsupported)
 	// errSizeInvalid: Content-Length and Content-Range disagree.
 	errSizeInvalid = errors.New("provided length did not match content length")
 	// errRangeInvalid: a Range header that cannot be served.
@@ -102,6 +105,8 @@ func classify(err error) (int, apiError) {
 		return 404, apiError{Code: "NAME_UNKNOWN", Message: storage.ErrNameUnknown.Error()}
 	case errors.Is(err, errRouteUnknown):
 		return 404, apiError{Code: "NOT_FOUND", Message: errRouteUnknown.Error()}
+	case errors.Is(err, errReadOnly):
+		return 405, apiError{Code: "UNSUPPORTED", Message: "the registry is in read-only mode: pushes and deletes are refused"}
 	case errors.Is(err, errUnsupported):
 		return 405, apiError{Code: "UNSUPPORTED", Message: errUnsupported.Error()}
 	case errors.Is(err, errSizeInvalid):

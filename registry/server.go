@@ -44,6 +44,13 @@ type Config struct {
 	// (a presigned URL of an object store), after authorization, when the
 	// store's driver can give one. Off: the registry streams every blob.
 	Redirect bool
+	// ReadOnly refuses every write (push, delete, upload) with 405
+	// UNSUPPORTED, after authorization, while pulls go on: Distribution's
+	// storage.maintenance.readonly.
+	ReadOnly bool
+	// StorageCheck, if not nil, takes part in readiness: /readyz answers
+	// 503 while it fails. Its Run is the caller's to start.
+	StorageCheck *StorageCheck
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -54,6 +61,8 @@ type Handler struct {
 	authz    Authorizer
 	delete   bool
 	redirect bool
+	readOnly bool
+	check    *StorageCheck
 	memory   *memoryReleaser
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
@@ -62,7 +71,8 @@ type Handler struct {
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect, memory: newMemoryReleaser()}
+	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect,
+		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser()}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -82,25 +92,34 @@ func New(cfg Config) *Handler {
 	// Liveness for container health checks and load balancers: no
 	// authentication, no storage access.
 	e.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
-	// Readiness: 503 while storage writes fail (pulls may still work, so
-	// liveness stays 200), for load balancers to send pushes elsewhere.
+	// Readiness: 503 while storage writes fail or the storage check fails
+	// (pulls may still work, so liveness stays 200), for load balancers to
+	// send requests elsewhere.
 	e.GET("/readyz", h.ready)
 	e.NoRoute(func(c *gin.Context) { h.fail(c, errRouteUnknown) })
 	h.engine = e
 	return h
 }
 
-// ready answers 200 while the store is writable, else 503 with a short
-// reason; the cause goes to the log, not to the (unauthenticated) client.
+// ready answers 200 while the store is writable and the storage check
+// passes, else 503 with a short reason; the cause goes to the log, not to
+// the (unauthenticated) client.
 func (h *Handler) ready(c *gin.Context) {
+	reason := ""
 	err := h.store.Writable()
+	switch {
+	case errors.Is(err, storage.ErrStorageFull):
+		reason = "storage is full"
+	case err != nil:
+		reason = "storage writes are failing"
+	case h.check != nil:
+		if err = h.check.Err(); err != nil {
+			reason = "storage is failing"
+		}
+	}
 	if err == nil {
 		c.String(http.StatusOK, "ok")
 		return
-	}
-	reason := "storage writes are failing"
-	if errors.Is(err, storage.ErrStorageFull) {
-		reason = "storage is full"
 	}
 	h.log.Warn("not ready", "reason", reason, "err", err)
 	c.Header("Retry-After", strconv.Itoa(retryAfterStorage))
@@ -142,6 +161,10 @@ func (h *Handler) serve(c *gin.Context) {
 			h.fail(c, err)
 			return
 		}
+	}
+	if h.readOnly && writes(c.Request.Method) {
+		h.fail(c, errReadOnly)
+		return
 	}
 	if route.Kind == KindBlob || route.Kind == KindUpload || route.Kind == KindUploadStart {
 		h.memory.begin()
@@ -298,4 +321,14 @@ func (h *Handler) accessLog(c *gin.Context) {
 		attrs = append(attrs, slog.String("user", v.(string)))
 	}
 	h.log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// writes reports whether an API request of this method changes the
+// registry.
+func writes(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
 }

@@ -216,3 +216,14 @@ func (k *keyedMutex) lock(ctx context.Context, key string, wait time.Duration) (
 		return nil, fmt.Errorf("%w: still in use after %v", ErrUploadBusy, wait)
 	}
 }
+
+// Check reads from storage (the repositories directory: one stat, on S3
+// one listing request) and returns the error if the read fails. An empty
+// registry, with no such directory yet, passes.
+func (s *Store) Check(ctx context.Context) error {
+	_, err := s.d.Stat(ctx, repositoriesPath())
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	return nil
+}

@@ -93,7 +93,7 @@ func healthcheckCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if url, err = berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure); err != nil {
+				if url, err = berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure, "/healthz"); err != nil {
 					return err
 				}
 			}

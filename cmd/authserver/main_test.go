@@ -235,7 +235,7 @@ func TestServeInsecureOnlyWhenSet(t *testing.T) {
 	}
 	cfg, _ := loadConfig(configFile)
 	cfg.Server.Addr = addr
-	u, err := berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure)
+	u, err := berthcli.HealthURL(cfg.Server.Addr, !cfg.Server.Insecure, "/healthz")
 	if err != nil || u != "http://"+addr+"/healthz" {
 		t.Fatalf("healthURL %q %v", u, err)
 	}

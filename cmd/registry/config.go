@@ -64,6 +64,14 @@ type Config struct {
 			// UploadPurging removes abandoned upload sessions, with
 			// Distribution's keys and defaults.
 			UploadPurging UploadPurgingConfig `yaml:"uploadpurging"`
+			// ReadOnly, as in Distribution: every push, upload and delete
+			// is refused with 405 UNSUPPORTED while pulls go on, and the
+			// serving registry neither collects garbage nor purges
+			// uploads (for a maintenance window, or a replica that must
+			// only serve).
+			ReadOnly struct {
+				Enabled bool `yaml:"enabled"`
+			} `yaml:"readonly"`
 		} `yaml:"maintenance"`
 	} `yaml:"storage"`
 	HTTP struct {
@@ -127,6 +135,18 @@ type Config struct {
 			Disabled bool `yaml:"disabled"`
 		} `yaml:"tls"`
 	} `yaml:"http"`
+	// Health is Distribution's health section: the storage check that
+	// takes part in readiness (/readyz).
+	Health struct {
+		StorageDriver struct {
+			// Enabled reads from storage every Interval; after Threshold
+			// failures in a row /readyz answers 503 until a read succeeds
+			// (default true, every 10s, threshold 3).
+			Enabled   bool          `yaml:"enabled"`
+			Interval  time.Duration `yaml:"interval"`
+			Threshold int           `yaml:"threshold"`
+		} `yaml:"storagedriver"`
+	} `yaml:"health"`
 	// Auth selects how clients authenticate. With neither section the
 	// registry is open to anyone who can reach it, and says so loudly.
 	Auth struct {
@@ -311,6 +331,9 @@ func defaultConfig() Config {
 	c.Storage.GC.Interval = 24 * time.Hour
 	c.Storage.GC.GracePeriod = storage.DefaultGracePeriod
 	c.Storage.Maintenance.UploadPurging = UploadPurgingConfig{Enabled: true, Age: 168 * time.Hour, Interval: 24 * time.Hour}
+	c.Health.StorageDriver.Enabled = true
+	c.Health.StorageDriver.Interval = 10 * time.Second
+	c.Health.StorageDriver.Threshold = 3
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
 	c.HTTP.BodyIdleTimeout = registry.DefaultBodyIdleTimeout
@@ -358,6 +381,9 @@ func (c *Config) validate() error {
 	}
 	if err := c.validateStorage(); err != nil {
 		return err
+	}
+	if h := c.Health.StorageDriver; h.Enabled && (h.Interval <= 0 || h.Threshold <= 0) {
+		return fmt.Errorf("config: health.storagedriver needs a positive interval and threshold (got %v, %d)", h.Interval, h.Threshold)
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err

@@ -309,7 +309,8 @@ func TestConfigGCValidation(t *testing.T) {
 		{"storage: {gc: {retention: [{untaggedolderthan: -1h}]}}", "storage.gc.retention[0].untaggedolderthan"},
 		{"storage: {gc: {retention: [{keeplast: 1, keep: 2}]}}", "keep"},
 		{"storage: {gc: {enable: true}}", "enable"},
-		{"storage: {maintenance: {readonly: {enabled: true}}}", "readonly"},
+		{"health: {storagedriver: {threshold: 0}}", "health.storagedriver"},
+		{"health: {storagedriver: {interval: -10s}}", "health.storagedriver"},
 	} {
 		path := filepath.Join(t.TempDir(), "config.yml")
 		os.WriteFile(path, []byte("version: 0.1\n"+tc.yaml+"\n"), 0o600)
@@ -321,5 +322,37 @@ func TestConfigGCValidation(t *testing.T) {
 	t.Setenv("REGISTRY_STORAGE_GC_RETENTION", `[{keeptags: "("}]`)
 	if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "storage.gc.retention[0]") {
 		t.Fatalf("a bad pattern from the environment: %v", err)
+	}
+}
+
+// TestConfigHealthAndReadOnly: the health check is on by default with
+// Distribution's figures, and both sections are settable from a file and
+// from the environment.
+func TestConfigHealthAndReadOnly(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Health.StorageDriver; !h.Enabled || h.Interval != 10*time.Second || h.Threshold != 3 {
+		t.Fatalf("default health.storagedriver = %+v", h)
+	}
+	if c.Storage.Maintenance.ReadOnly.Enabled {
+		t.Fatal("read-only by default")
+	}
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte("version: 0.1\nhealth: {storagedriver: {enabled: false, interval: 1m}}\nstorage: {maintenance: {readonly: {enabled: true}}}\n"), 0o600)
+	if c, err = loadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Health.StorageDriver; h.Enabled || h.Interval != time.Minute || h.Threshold != 3 || !c.Storage.Maintenance.ReadOnly.Enabled {
+		t.Fatalf("from the file: %+v, readonly %v", h, c.Storage.Maintenance.ReadOnly.Enabled)
+	}
+	t.Setenv("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "5")
+	t.Setenv("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "false")
+	if c, err = loadConfig(path); err != nil {
+		t.Fatal(err)
+	}
+	if c.Health.StorageDriver.Threshold != 5 || c.Storage.Maintenance.ReadOnly.Enabled {
+		t.Fatalf("from the environment: %+v, readonly %v", c.Health.StorageDriver, c.Storage.Maintenance.ReadOnly.Enabled)
 	}
 }

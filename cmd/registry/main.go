@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -68,9 +69,10 @@ func rootCommand() *cobra.Command {
 	root.AddCommand(repositoryCommand())
 	root.AddCommand(purgeUploadsCommand())
 	root.AddCommand(cli.CertsCommand("registry", "5000"))
-	root.AddCommand(&cobra.Command{
+	var live bool
+	health := &cobra.Command{
 		Use:   "healthcheck [config.yml]",
-		Short: "Exit 0 when the configured server answers /healthz (for container health checks)",
+		Short: "Exit 0 when the configured server is ready: /readyz, or /healthz with --live (for container health checks)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := ""
@@ -84,13 +86,19 @@ func rootCommand() *cobra.Command {
 			if err := config.Load(path, "REGISTRY", &cfg); err != nil {
 				return err
 			}
-			url, err := cli.HealthURL(cfg.HTTP.Addr, !cfg.HTTP.TLS.Disabled)
+			endpoint := "/readyz"
+			if live {
+				endpoint = "/healthz"
+			}
+			url, err := cli.HealthURL(cfg.HTTP.Addr, !cfg.HTTP.TLS.Disabled, endpoint)
 			if err != nil {
 				return err
 			}
 			return cli.Healthcheck(cmd.Context(), url)
 		},
-	})
+	}
+	health.Flags().BoolVar(&live, "live", false, "ask liveness (/healthz): whether the process answers at all")
+	root.AddCommand(health)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -143,6 +151,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	store := storage.NewWithOptions(drv, cfg.storageOptions())
+	var check *registry.StorageCheck
+	if h := cfg.Health.StorageDriver; h.Enabled {
+		check = registry.NewStorageCheck(store, h.Interval, h.Threshold)
+	}
+	readOnly := cfg.Storage.Maintenance.ReadOnly.Enabled
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -150,6 +163,8 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
 		BodyIdleTimeout: cfg.HTTP.BodyIdleTimeout,
 		Redirect:        !cfg.Storage.Redirect.Disable,
+		ReadOnly:        readOnly,
+		StorageCheck:    check,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -187,16 +202,23 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		}
 		defer debug.Close()
 	}
-	// Scheduled collection and purging stop before the driver closes,
-	// and also when serve returns early with an error.
+	// Scheduled collection and purging (none in read-only mode) and the
+	// storage check stop before the driver closes, and also when serve
+	// returns early with an error.
 	mctx, stopMaintenance := context.WithCancel(ctx)
-	waitMaintenance := startMaintenance(mctx, cfg, store, log)
+	var background sync.WaitGroup
+	if !readOnly {
+		background.Go(startMaintenance(mctx, cfg, store, log))
+	}
+	if check != nil {
+		background.Go(func() { check.Run(mctx) })
+	}
 	defer func() {
 		stopMaintenance()
-		waitMaintenance()
+		background.Wait()
 	}()
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
-		"storage", where, "delete", cfg.Storage.Delete.Enabled, "version", versionString())
+		"storage", where, "delete", cfg.Storage.Delete.Enabled, "readonly", readOnly, "version", versionString())
 	if !tlsOn {
 		log.Warn("serving plain HTTP (http.tls.disabled): only behind a TLS-terminating proxy")
 	}

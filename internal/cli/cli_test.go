@@ -13,22 +13,24 @@ import (
 
 func TestHealthURL(t *testing.T) {
 	for _, tc := range []struct {
-		addr string
-		tls  bool
-		want string
+		addr     string
+		tls      bool
+		endpoint string
+		want     string
 	}{
-		{":5000", true, "https://127.0.0.1:5000/healthz"},
-		{"0.0.0.0:5001", false, "http://127.0.0.1:5001/healthz"},
-		{"[::]:5000", true, "https://127.0.0.1:5000/healthz"},
-		{"10.1.2.3:5000", true, "https://10.1.2.3:5000/healthz"},
-		{"[::1]:5000", true, "https://[::1]:5000/healthz"},
+		{":5000", true, "/healthz", "https://127.0.0.1:5000/healthz"},
+		{"0.0.0.0:5001", false, "/healthz", "http://127.0.0.1:5001/healthz"},
+		{"[::]:5000", true, "/healthz", "https://127.0.0.1:5000/healthz"},
+		{"10.1.2.3:5000", true, "/healthz", "https://10.1.2.3:5000/healthz"},
+		{"[::1]:5000", true, "/healthz", "https://[::1]:5000/healthz"},
+		{":5000", false, "/readyz", "http://127.0.0.1:5000/readyz"},
 	} {
-		got, err := HealthURL(tc.addr, tc.tls)
+		got, err := HealthURL(tc.addr, tc.tls, tc.endpoint)
 		if err != nil || got != tc.want {
 			t.Errorf("HealthURL(%q, %v) = %q, %v; want %q", tc.addr, tc.tls, got, err, tc.want)
 		}
 	}
-	if _, err := HealthURL("no-port", true); err == nil {
+	if _, err := HealthURL("no-port", true, "/healthz"); err == nil {
 		t.Error("address without a port accepted")
 	}
 }

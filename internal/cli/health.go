@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// HealthURL is the /healthz address of a server listening on addr, reached
-// on the loopback interface when addr names no host (":5000").
-func HealthURL(addr string, tlsOn bool) (string, error) {
+// HealthURL is the address of endpoint (such as "/healthz") on a server
+// listening on addr, reached on the loopback interface when addr names no
+// host (":5000").
+func HealthURL(addr string, tlsOn bool, endpoint string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", fmt.Errorf("listen address %q: %w", addr, err)
@@ -23,7 +24,7 @@ func HealthURL(addr string, tlsOn bool) (string, error) {
 	if !tlsOn {
 		scheme = "http"
 	}
-	return scheme + "://" + net.JoinHostPort(host, port) + "/healthz", nil
+	return scheme + "://" + net.JoinHostPort(host, port) + endpoint, nil
 }
 
 // Healthcheck asks url and succeeds on 200 OK. It is a container's
