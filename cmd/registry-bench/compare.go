@@ -42,7 +42,8 @@ type serverSetup struct {
 	s3Endpoint string
 	s3         *s3Store
 	bucket     string
-	debugAddr  string // Berth's http.debug.addr (pprof); empty: none
+	debugAddr  string   // Berth's http.debug.addr (pprof); empty: none
+	env        []string // Berth's extra environment (--berth-env)
 }
 
 // compareCmd starts Berth and CNCF Distribution on loopback with one
@@ -64,12 +65,22 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	s3Secret := fs.String("s3-secretkey", os.Getenv("REGISTRY_BENCH_S3_SECRETKEY"), "S3 secret key (env REGISTRY_BENCH_S3_SECRETKEY)")
 	s3Count := fs.Bool("s3-count", false, "with --s3: count each registry's S3 requests per test through a proxy, and print them per operation (the proxy slows the store: take times from a run without it)")
 	debugAddr := fs.String("berth-debug", "", "Berth's http.debug.addr, for profiling it during the run (e.g. 127.0.0.1:5005)")
+	baseline := fs.String("baseline", "distribution", "the second registry: distribution (--distribution's binary), or berth (Berth again, without --berth-env: a feature's cost)")
+	var berthEnv envList
+	fs.Var(&berthEnv, "berth-env", "KEY=VALUE added to the first Berth's environment (repeatable); {sink} in VALUE is the URL of a webhook receiver this program runs, which answers 200 to every POST")
 	commonFlags(fs, &opt)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	switch *baseline {
+	case "distribution":
+	case "berth":
+		*distBin = *berthBin
+	default:
+		return fmt.Errorf("--baseline %q: want distribution or berth", *baseline)
+	}
 	if *berthBin == "" || *distBin == "" || *workdir == "" {
-		return errors.New("compare needs --berth, --distribution and --workdir")
+		return errors.New("compare needs --berth, --distribution (or --baseline berth) and --workdir")
 	}
 	if *s3Count && *s3URL == "" {
 		return errors.New("--s3-count needs --s3")
@@ -131,12 +142,30 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	limits := b.limits(stdout)
 
-	berth, err := startBerth(ctx, *berthBin, berthSetup)
+	if berthEnv.usesSink() {
+		sink, err := startSink()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sink.close()
+			fmt.Fprintf(stdout, "\nwebhook receiver: %d POSTs, %d events\n", sink.posts.Load(), sink.events.Load())
+		}()
+		berthSetup.env = berthEnv.with(sink.url)
+	} else {
+		berthSetup.env = berthEnv
+	}
+	berth, err := startBerth(ctx, *berthBin, "berth", berthSetup)
 	if err != nil {
 		return err
 	}
 	defer berth.stop()
-	dist, err := startDistribution(ctx, *distBin, distSetup)
+	var dist *server
+	if *baseline == "berth" {
+		dist, err = startBerth(ctx, *distBin, "berth-baseline", distSetup)
+	} else {
+		dist, err = startDistribution(ctx, *distBin, distSetup)
+	}
 	if err != nil {
 		return err
 	}
@@ -169,8 +198,8 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		defer t.close()
 		targets = append(targets, t)
 	}
-	fmt.Fprintf(stderr, "berth %s (pid %d), distribution %s (pid %d), %d rounds, size %s\n",
-		berth.url, berth.cmd.Process.Pid, dist.url, dist.cmd.Process.Pid, *rounds, (*byteSize)(&opt.Size))
+	fmt.Fprintf(stderr, "berth %s (pid %d), %s %s (pid %d), %d rounds, size %s\n",
+		berth.url, berth.cmd.Process.Pid, dist.name, dist.url, dist.cmd.Process.Pid, *rounds, (*byteSize)(&opt.Size))
 
 	var cs []comparison
 	var counts []countRow
@@ -222,7 +251,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintln(stdout, "\nmachine limits at the start (below: the median of the bounds measured before each of Berth's rounds, and of Berth's per-round fractions of them)")
 	writeTable(stdout, limits)
 	fmt.Fprintln(stdout)
-	writeComparison(stdout, "berth", "distribution", cs)
+	writeComparison(stdout, berth.name, dist.name, cs)
 	if counts != nil {
 		fmt.Fprintln(stdout, "\nS3 requests per operation (a push or pull of one blob, a manifest PUT or GET; the timed part of each test)")
 		writeCounts(stdout, counts)
@@ -301,16 +330,17 @@ func (st serverSetup) scheme() string {
 	return "https://"
 }
 
-// startBerth starts Berth with its defaults but for the storage, TLS and
-// quiet logs. On S3 both registries get Distribution's defaults for the
-// part size (10 MiB) and blobs served through the registry (Berth's
-// default; Distribution is told to disable redirects).
-func startBerth(ctx context.Context, bin string, st serverSetup) (*server, error) {
+// startBerth starts Berth, under name (its log and data directory), with
+// its defaults but for the storage, TLS, quiet logs and st.env. On S3 both
+// registries get Distribution's defaults for the part size (10 MiB) and
+// blobs served through the registry (Berth's default; Distribution is told
+// to disable redirects).
+func startBerth(ctx context.Context, bin, name string, st serverSetup) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s := &server{name: "berth", url: st.scheme() + addr}
+	s := &server{name: name, url: st.scheme() + addr}
 	env := append(cleanEnv(),
 		"REGISTRY_HTTP_ADDR="+addr,
 		"REGISTRY_STORAGE_DELETE_ENABLED=true",
@@ -327,7 +357,7 @@ func startBerth(ctx context.Context, bin string, st serverSetup) (*server, error
 			"REGISTRY_STORAGE_S3_FORCEPATHSTYLE=true",
 		)
 	} else {
-		s.root = filepath.Join(st.wd, "berth-data")
+		s.root = filepath.Join(st.wd, name+"-data")
 		env = append(env, "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="+s.root)
 	}
 	if st.cert != "" {
@@ -338,6 +368,7 @@ func startBerth(ctx context.Context, bin string, st serverSetup) (*server, error
 	if st.debugAddr != "" {
 		env = append(env, "REGISTRY_HTTP_DEBUG_ADDR="+st.debugAddr)
 	}
+	env = append(env, st.env...)
 	return s, s.start(ctx, st.wd, bin, env, "serve")
 }
 
