@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -44,6 +45,9 @@ type Config struct {
 	// (a presigned URL of an object store), after authorization, when the
 	// store's driver can give one. Off: the registry streams every blob.
 	Redirect bool
+	// Notify receives an event for every push, pull, mount and deletion
+	// (see package notify). Nil: none are made.
+	Notify notify.Sink
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -57,12 +61,13 @@ type Handler struct {
 	memory   *memoryReleaser
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
+	sink     notify.Sink
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect, memory: newMemoryReleaser()}
+	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect, memory: newMemoryReleaser(), sink: cfg.Notify}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
