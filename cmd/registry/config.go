@@ -165,6 +165,9 @@ type Config struct {
 			Path string `yaml:"path"`
 		} `yaml:"htpasswd"`
 	} `yaml:"auth"`
+	// Notifications sends an event for every push, pull, mount and
+	// deletion to webhooks, queued in storage (see package notify).
+	Notifications NotificationsConfig `yaml:"notifications"`
 }
 
 // GCConfig is the storage.gc section.
@@ -357,6 +360,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: http.bodyidletimeout is 0: set a duration, or a negative one for no limit")
 	}
 	if err := c.validateStorage(); err != nil {
+		return err
+	}
+	if err := c.Notifications.validate(); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {

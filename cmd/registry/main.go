@@ -25,6 +25,7 @@ import (
 
 	"github.com/berth-registry/berth/internal/cli"
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/tlsutil"
@@ -143,6 +144,24 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		return err
 	}
 	store := storage.NewWithOptions(drv, cfg.storageOptions())
+	var sink notify.Sink
+	notifier, err := newNotifier(cfg, drv, log)
+	if err != nil {
+		return err
+	}
+	if notifier != nil {
+		// Stops after the server has drained (the events of the last
+		// requests go into the queue) and before the driver closes.
+		notifier.Start()
+		defer func() {
+			nctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := notifier.Close(nctx); err != nil {
+				log.Error("closing notifications", "err", err)
+			}
+		}()
+		sink = notifier
+	}
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -150,6 +169,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
 		BodyIdleTimeout: cfg.HTTP.BodyIdleTimeout,
 		Redirect:        !cfg.Storage.Redirect.Disable,
+		Notify:          sink,
 	})
 	srv := &http.Server{
 		Handler:           handler,
