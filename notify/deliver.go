@@ -44,9 +44,12 @@ func (n *Notifier) deliver(ctx context.Context, ep *endpoint) {
 }
 
 // drain delivers every batch in dir. It returns false when ctx ended.
+// The listing moves on past each page, so batches that cannot be removed
+// are not sent over and over in one pass.
 func (d *deliverer) drain(ctx context.Context, dir string) bool {
+	after := ""
 	for {
-		entries, err := d.n.drv.ListPage(ctx, dir, "", listPage)
+		entries, err := d.n.drv.ListPage(ctx, dir, after, listPage)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -68,6 +71,7 @@ func (d *deliverer) drain(ctx context.Context, dir string) bool {
 		if len(entries) < listPage {
 			return true
 		}
+		after = entries[len(entries)-1].Key()
 	}
 }
 

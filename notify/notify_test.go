@@ -453,3 +453,36 @@ func TestReferences(t *testing.T) {
 		t.Fatalf("the payload or unasked references are sent: %s", b)
 	}
 }
+
+// TestManyBatches: a backlog longer than one listing page is delivered
+// whole, each event once.
+func TestManyBatches(t *testing.T) {
+	d := newDriver(t)
+	rc := newReceiver(t)
+	rc.fail.Store(true)
+	n, err := New(d, Options{Endpoints: []Endpoint{{Name: "hook", URL: rc.srv.URL, Threshold: 1, Backoff: 50 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	defer n.Close(context.Background())
+	const batches = listPage*2 + 7
+	for i := range batches {
+		if err := n.Notify(context.Background(), pushEvent("a", i%26)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc.fail.Store(false)
+	waitFor(t, "every event", func() bool { return len(rc.events()) >= batches })
+	waitFor(t, "the queue drained", func() bool { return len(queued(t, d, n.InstanceID(), "hook")) == 0 })
+	ids := map[string]bool{}
+	for _, ev := range rc.events() {
+		if ids[ev.ID] {
+			t.Errorf("event %s delivered twice though nothing failed after its delivery", ev.ID)
+		}
+		ids[ev.ID] = true
+	}
+	if len(ids) != batches {
+		t.Fatalf("%d events delivered, want %d", len(ids), batches)
+	}
+}
