@@ -9,6 +9,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/notify"
 )
 
 // downloadBuffers hold what a blob download copies at a time: large
@@ -68,6 +70,9 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 				hdr.Del(k)
 			}
 			c.Redirect(http.StatusTemporaryRedirect, u)
+			if h.sink != nil {
+				h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, size))
+			}
 			return nil
 		}
 	}
@@ -82,6 +87,8 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 	_, err = io.CopyBuffer(c.Writer, io.LimitReader(rd, length), *bufp)
 	if err != nil {
 		h.log.Warn("blob download cut short", "repository", r.Name, "digest", r.Digest, "err", err)
+	} else if h.sink != nil {
+		h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, size))
 	}
 	return nil
 }
@@ -136,6 +143,9 @@ func (h *Handler) deleteBlob(c *gin.Context, r Route) error {
 		return errUnsupported
 	}
 	if err := h.store.DeleteBlob(c.Request.Context(), r.Name, r.Digest); err != nil {
+		return err
+	}
+	if err := h.notify(c, h.deleteEvent(c, r.Name, r.Digest, "")); err != nil {
 		return err
 	}
 	c.Header("Content-Length", "0")

@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -47,6 +48,13 @@ func (h *Handler) getManifest(c *gin.Context, r Route) error {
 	c.Status(http.StatusOK)
 	if c.Request.Method == http.MethodGet {
 		_, _ = c.Writer.Write(m.Payload)
+		if h.sink != nil {
+			tag := ""
+			if r.Digest == "" {
+				tag = r.Reference
+			}
+			h.notifyPull(c, h.manifestEvent(c, notify.ActionPull, r.Name, m.Digest, m.MediaType, m.Payload, tag))
+		}
 	}
 	return nil
 }
@@ -104,6 +112,9 @@ func (h *Handler) putManifest(c *gin.Context, r Route) error {
 	if err != nil {
 		return err
 	}
+	if err := h.notifyManifestPush(c, r, res, payload, tags); err != nil {
+		return err
+	}
 	for i, tag := range tags {
 		if !slices.Contains(tags[:i], tag) {
 			c.Writer.Header().Add("OCI-Tag", tag)
@@ -119,16 +130,58 @@ func (h *Handler) putManifest(c *gin.Context, r Route) error {
 	return nil
 }
 
+// notifyManifestPush sends a push event per tag the manifest got (the
+// reference when it is a tag, and the tag parameters), or one without a
+// tag for a push by digest alone.
+func (h *Handler) notifyManifestPush(c *gin.Context, r Route, res storage.PutManifestResult, payload []byte, tags []string) error {
+	if h.sink == nil {
+		return nil
+	}
+	if r.Digest == "" {
+		tags = append([]string{r.Reference}, tags...)
+	}
+	var events []notify.Event
+	for i, tag := range tags {
+		if !slices.Contains(tags[:i], tag) {
+			events = append(events, h.manifestEvent(c, notify.ActionPush, r.Name, res.Digest, res.MediaType, payload, tag))
+		}
+	}
+	if len(events) == 0 {
+		events = append(events, h.manifestEvent(c, notify.ActionPush, r.Name, res.Digest, res.MediaType, payload, ""))
+	}
+	return h.notify(c, events...)
+}
+
+// deleteManifest deletes a manifest by digest, with its tags (a delete
+// event for the manifest, then one for each tag, as Distribution sends),
+// or a tag (a tag delete event).
 func (h *Handler) deleteManifest(c *gin.Context, r Route) error {
 	if !h.delete {
 		return errUnsupported
 	}
 	ctx := c.Request.Context()
 	var err error
+	var events []notify.Event
 	if r.Digest != "" {
-		err = h.store.DeleteManifest(ctx, r.Name, r.Digest)
+		var tags []string
+		tags, err = h.store.DeleteManifestAndTags(ctx, r.Name, r.Digest)
+		if err == nil {
+			events = append(events, h.deleteEvent(c, r.Name, r.Digest, ""))
+		}
+		for _, tag := range tags {
+			events = append(events, h.deleteEvent(c, r.Name, "", tag))
+		}
 	} else {
 		err = h.store.Untag(ctx, r.Name, r.Reference)
+		if err == nil {
+			events = append(events, h.deleteEvent(c, r.Name, "", r.Reference))
+		}
+	}
+	if len(events) > 0 {
+		// Tags removed before a failure are gone: say so even then.
+		if nerr := h.notify(c, events...); nerr != nil && err == nil {
+			err = nerr
+		}
 	}
 	if err != nil {
 		return err

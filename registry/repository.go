@@ -20,6 +20,11 @@ func (h *Handler) deleteRepository(c *gin.Context, r Route) error {
 	if err := h.store.DeleteRepository(c.Request.Context(), r.Name); err != nil {
 		return err
 	}
+	// Distribution's event for a removed repository: a delete whose
+	// target names only the repository.
+	if err := h.notify(c, h.deleteEvent(c, r.Name, "", "")); err != nil {
+		return err
+	}
 	c.Header("Content-Length", "0")
 	c.Status(http.StatusAccepted)
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -51,6 +52,9 @@ type Config struct {
 	// StorageCheck, if not nil, takes part in readiness: /readyz answers
 	// 503 while it fails. Its Run is the caller's to start.
 	StorageCheck *StorageCheck
+	// Notify receives an event for every push, pull, mount and deletion
+	// (see package notify). Nil: none are made.
+	Notify notify.Sink
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -66,13 +70,14 @@ type Handler struct {
 	memory   *memoryReleaser
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
+	sink     notify.Sink
 }
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
 	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect,
-		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser()}
+		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser(), sink: cfg.Notify}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}

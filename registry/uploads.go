@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -49,8 +50,14 @@ func (h *Handler) startUpload(c *gin.Context, r Route) error {
 		// would hand out other tenants' blobs to anyone who knows a digest,
 		// so then only an explicit, access-checked source is mounted.
 		if err == nil && (from != "" || h.authz == nil) {
-			_, err = h.store.MountBlob(ctx, r.Name, from, dg)
+			var size int64
+			size, err = h.store.MountBlob(ctx, r.Name, from, dg)
 			if err == nil {
+				ev := h.blobEvent(c, notify.ActionMount, r.Name, dg, size)
+				ev.Target.FromRepository = from
+				if err := h.notify(c, ev); err != nil {
+					return err
+				}
 				blobCreated(c, r.Name, dg.String())
 				return nil
 			}
@@ -65,7 +72,11 @@ func (h *Handler) startUpload(c *gin.Context, r Route) error {
 		if err != nil {
 			return err
 		}
-		if _, err := h.store.PutBlob(ctx, r.Name, dg, c.Request.Body); err != nil {
+		size, err := h.store.PutBlob(ctx, r.Name, dg, c.Request.Body)
+		if err != nil {
+			return err
+		}
+		if err := h.notify(c, h.blobEvent(c, notify.ActionPush, r.Name, dg, size)); err != nil {
 			return err
 		}
 		blobCreated(c, r.Name, dg.String())
@@ -160,8 +171,12 @@ func (h *Handler) putUpload(c *gin.Context, r Route) error {
 	if err != nil {
 		return h.rangeFailure(c, r, err)
 	}
-	if _, err := h.store.CompleteUpload(c.Request.Context(), r.Name, r.UploadID, start, c.Request.Body, dg); err != nil {
+	size, err := h.store.CompleteUpload(c.Request.Context(), r.Name, r.UploadID, start, c.Request.Body, dg)
+	if err != nil {
 		return h.rangeFailure(c, r, err)
+	}
+	if err := h.notify(c, h.blobEvent(c, notify.ActionPush, r.Name, dg, size)); err != nil {
+		return err
 	}
 	blobCreated(c, r.Name, dg.String())
 	return nil

@@ -180,6 +180,8 @@ func (m *manifestDoc) descriptors() []v1.Descriptor {
 // PutManifestResult is what a stored manifest is known by.
 type PutManifestResult struct {
 	Digest digest.Digest
+	// MediaType is the manifest's media type, as it is served.
+	MediaType string
 	// Subject is the manifest's subject, empty when it has none.
 	Subject digest.Digest
 }
@@ -222,7 +224,7 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	if refDigest != "" && refDigest != dg {
 		return PutManifestResult{}, &DigestMismatchError{Want: refDigest, Got: dg}
 	}
-	doc, _, err := parseManifest(payload, contentType)
+	doc, mediaType, err := parseManifest(payload, contentType)
 	if err != nil {
 		return PutManifestResult{}, err
 	}
@@ -287,7 +289,7 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 	// durable, so a tag never points at something missing. A crash in
 	// between can leave a revision link whose content did not reach the
 	// disk: it reads as MANIFEST_UNKNOWN, and pushing again completes it.
-	res := PutManifestResult{Digest: dg}
+	res := PutManifestResult{Digest: dg, MediaType: mediaType}
 	writes := []func() error{
 		func() error { return s.writeLink(ctx, revisionLinkPath(name, dg), dg) },
 	}
@@ -549,30 +551,39 @@ func (c *manifestCache) put(m *Manifest) {
 // DeleteManifest removes manifest dg from repository name, with every tag
 // that points at it and its entry in the referrers index.
 func (s *Store) DeleteManifest(ctx context.Context, name string, dg digest.Digest) error {
+	_, err := s.DeleteManifestAndTags(ctx, name, dg)
+	return err
+}
+
+// DeleteManifestAndTags is DeleteManifest; it also returns the tags it
+// removed (for the registry's tag delete events).
+func (s *Store) DeleteManifestAndTags(ctx context.Context, name string, dg digest.Digest) ([]string, error) {
 	m, err := s.GetManifest(ctx, name, dg.String())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tags, err := s.allTags(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var removed []string
 	for _, tag := range tags {
 		cur, err := s.readLink(ctx, tagCurrentPath(name, tag))
 		if err == nil && cur == dg {
 			if err := s.deleteTag(ctx, name, tag); err != nil && !errors.Is(err, driver.ErrNotFound) {
-				return err
+				return removed, err
 			}
+			removed = append(removed, tag)
 		}
 	}
 	if err := s.d.Delete(ctx, revisionLinkPath(name, dg)); err != nil {
-		return notFound(err, ErrManifestUnknown)
+		return removed, notFound(err, ErrManifestUnknown)
 	}
 	if doc, _, err := parseManifest(m.Payload, ""); err == nil && doc.Subject != nil {
 		err := s.d.Delete(ctx, referrerLinkPath(name, doc.Subject.Digest, dg))
 		if err != nil && !errors.Is(err, driver.ErrNotFound) {
-			return err
+			return removed, err
 		}
 	}
-	return nil
+	return removed, nil
 }

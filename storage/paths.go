@@ -16,7 +16,8 @@ import (
 //	├── leases/<alg>/<hex[0:2]>/<hex>                           renewed by requests that rely on content
 //	├── doomed/blobs/<alg>/<hex>                                a collection is removing this digest
 //	├── doomed/tags/<name>/@<tag>                               retention is removing this tag
-//	└── gc/lock                                                 the collection running, if any
+//	├── gc/lock                                                 the collection running, if any
+//	└── events/<instance>/…                                     the notification queue (package notify)
 //
 // Upload hash states are kept in memory, not in
 // _uploads/<id>/hashstates as Distribution does (see Store.hashState).

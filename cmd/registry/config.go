@@ -185,6 +185,9 @@ type Config struct {
 			Path string `yaml:"path"`
 		} `yaml:"htpasswd"`
 	} `yaml:"auth"`
+	// Notifications sends an event for every push, pull, mount and
+	// deletion to webhooks, queued in storage (see package notify).
+	Notifications NotificationsConfig `yaml:"notifications"`
 }
 
 // GCConfig is the storage.gc section.
@@ -384,6 +387,9 @@ func (c *Config) validate() error {
 	}
 	if h := c.Health.StorageDriver; h.Enabled && (h.Interval <= 0 || h.Threshold <= 0) {
 		return fmt.Errorf("config: health.storagedriver needs a positive interval and threshold (got %v, %d)", h.Interval, h.Threshold)
+	}
+	if err := c.Notifications.validate(); err != nil {
+		return err
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 
 	"github.com/berth-registry/berth/internal/cli"
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/tlsutil"
@@ -156,6 +157,24 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		check = registry.NewStorageCheck(store, h.Interval, h.Threshold)
 	}
 	readOnly := cfg.Storage.Maintenance.ReadOnly.Enabled
+	var sink notify.Sink
+	notifier, err := newNotifier(cfg, drv, log)
+	if err != nil {
+		return err
+	}
+	if notifier != nil {
+		// Stops after the server has drained (the events of the last
+		// requests go into the queue) and before the driver closes.
+		notifier.Start()
+		defer func() {
+			nctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := notifier.Close(nctx); err != nil {
+				log.Error("closing notifications", "err", err)
+			}
+		}()
+		sink = notifier
+	}
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -165,6 +184,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		Redirect:        !cfg.Storage.Redirect.Disable,
 		ReadOnly:        readOnly,
 		StorageCheck:    check,
+		Notify:          sink,
 	})
 	srv := &http.Server{
 		Handler:           handler,

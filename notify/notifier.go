@@ -1,0 +1,603 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage/driver"
+)
+
+// Sink receives the registry's events. The registry calls it from its
+// handlers; what happens next is the Sink's business.
+type Sink interface {
+	// Notify records events that one request caused. It returns once
+	// they are as safe as the Sink promises (Notifier: in storage, for
+	// every action but pull), or with an error when they could not be
+	// made so; ctx bounds the wait. Notify may be called concurrently.
+	Notify(ctx context.Context, events ...Event) error
+}
+
+// Defaults of Options.
+const (
+	DefaultFlushInterval = time.Second
+	DefaultAdoptAfter    = time.Minute
+	DefaultMaxAge        = 7 * 24 * time.Hour
+)
+
+// Bounds of what the writer holds and writes.
+const (
+	// maxPendingPulls is how many pull events wait in memory for the
+	// writer; beyond it pull events are dropped (and counted in the log)
+	// while storage is too slow or failing. Other events always wait.
+	maxPendingPulls = 10000
+	// maxBatch is the most events one batch file holds.
+	maxBatch = 1000
+	// writeTimeout bounds one flush's writes.
+	writeTimeout = time.Minute
+	// listPage is how many batch names a worker lists at a time.
+	listPage = 100
+)
+
+// ErrClosed is returned by Notify after Close.
+var ErrClosed = errors.New("notify: closed")
+
+// Options configure a Notifier.
+type Options struct {
+	// Endpoints receive the events. At least one.
+	Endpoints []Endpoint
+	// IncludeReferences adds a manifest's references to its push and pull
+	// events (Distribution's notifications.events.includereferences).
+	IncludeReferences bool
+	// SourceAddr is the source.addr of every event: this registry's host
+	// name and port.
+	SourceAddr string
+	// FlushInterval is how long pull events may wait in memory before
+	// they are written (zero: DefaultFlushInterval). Other events are
+	// written at once, in the next batch.
+	FlushInterval time.Duration
+	// AdoptAfter: another process's queue is delivered by this one once
+	// that process has not shown it is alive for this long (zero:
+	// DefaultAdoptAfter). Clocks of all registries on one storage must
+	// agree to well within it.
+	AdoptAfter time.Duration
+	// MaxAge: batches older than this that are still not delivered are
+	// dropped, with a warning in the log (zero: DefaultMaxAge; negative:
+	// never).
+	MaxAge time.Duration
+	// Logger receives failures and the queue's warnings. Nil discards.
+	Logger *slog.Logger
+}
+
+// Notifier is a Sink that queues events durably in storage and delivers
+// them to HTTP endpoints (see the package documentation). Create it with
+// New, then Start it; Close it on shutdown.
+type Notifier struct {
+	drv         driver.Driver
+	log         *slog.Logger
+	eps         []*endpoint
+	includeRefs bool
+	flushEvery  time.Duration
+	adoptAfter  time.Duration
+	maxAge      time.Duration
+	instance    string
+	source      SourceRecord
+
+	mu      sync.Mutex
+	pending []Event
+	pulls   int // pull events in pending
+	waiters []chan error
+	closed  bool
+	dropped int // pull events dropped since the last flush
+	seq     uint64
+
+	flushKick  chan struct{}
+	stopWriter chan struct{}
+	writerDone chan struct{}
+
+	adoptMu     sync.Mutex
+	adopted     []string             // other processes' queues this one delivers
+	missing     map[string]time.Time // processes seen without a heartbeat, since when
+	unknownSeen map[string]bool      // queues of endpoints not configured here, logged once
+
+	startOnce sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// New returns a Notifier on drv; it writes and delivers nothing until
+// Start.
+func New(drv driver.Driver, opts Options) (*Notifier, error) {
+	if len(opts.Endpoints) == 0 {
+		return nil, errors.New("notify: no endpoints")
+	}
+	n := &Notifier{
+		drv:         drv,
+		log:         opts.Logger,
+		includeRefs: opts.IncludeReferences,
+		flushEvery:  opts.FlushInterval,
+		adoptAfter:  opts.AdoptAfter,
+		maxAge:      opts.MaxAge,
+		instance:    NewID(),
+		flushKick:   make(chan struct{}, 1),
+		stopWriter:  make(chan struct{}),
+		writerDone:  make(chan struct{}),
+		missing:     make(map[string]time.Time),
+		unknownSeen: make(map[string]bool),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	if n.flushEvery <= 0 {
+		n.flushEvery = DefaultFlushInterval
+	}
+	if n.adoptAfter <= 0 {
+		n.adoptAfter = DefaultAdoptAfter
+	}
+	if n.maxAge == 0 {
+		n.maxAge = DefaultMaxAge
+	}
+	n.source = SourceRecord{Addr: opts.SourceAddr, InstanceID: n.instance}
+	dirs := make(map[string]string)
+	for _, e := range opts.Endpoints {
+		ep, err := newEndpoint(e)
+		if err != nil {
+			return nil, err
+		}
+		if other, ok := dirs[ep.dir]; ok {
+			return nil, fmt.Errorf("notify: endpoints %q and %q would share a queue: give them names that differ in letters or digits", other, e.Name)
+		}
+		dirs[ep.dir] = e.Name
+		n.eps = append(n.eps, ep)
+	}
+	return n, nil
+}
+
+// InstanceID is this process's id: source.instanceID of its events, and
+// the name of its queue in storage.
+func (n *Notifier) InstanceID() string { return n.instance }
+
+// heartbeatEvery is how often the process says it is alive.
+func (n *Notifier) heartbeatEvery() time.Duration { return max(n.adoptAfter/4, 10*time.Millisecond) }
+
+// Start writes the first heartbeat and starts the writer, the delivery
+// workers and the scan for other processes' queues.
+func (n *Notifier) Start() {
+	n.startOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		n.cancel = cancel
+		n.heartbeat(ctx)
+		go n.writer()
+		n.wg.Add(2 + len(n.eps))
+		go func() { defer n.wg.Done(); n.every(ctx, n.heartbeatEvery(), n.heartbeat) }()
+		go func() { defer n.wg.Done(); n.scan(ctx); n.every(ctx, n.heartbeatEvery(), n.scan) }()
+		for _, ep := range n.eps {
+			go func() { defer n.wg.Done(); n.deliver(ctx, ep) }()
+		}
+	})
+}
+
+func (n *Notifier) every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
+}
+
+// Close writes the events still in memory, stops delivery, and leaves
+// what is not delivered in storage for the next process to adopt at once
+// (it removes its heartbeat). Events notified after Close are refused.
+func (n *Notifier) Close(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.Start() // a Notifier never started still writes what it was given
+	close(n.stopWriter)
+	select {
+	case <-n.writerDone:
+	case <-ctx.Done():
+		n.cancel()
+		return fmt.Errorf("notify: events not written before shutdown: %w", ctx.Err())
+	}
+	n.cancel()
+	n.wg.Wait()
+	empty, err := n.queueEmpty(ctx, n.instance)
+	if err == nil && empty {
+		err = n.drv.Delete(ctx, instanceDir(n.instance))
+	} else {
+		err = errors.Join(err, n.drv.Delete(ctx, alivePath(n.instance)))
+	}
+	if errors.Is(err, driver.ErrNotFound) {
+		err = nil
+	}
+	return err
+}
+
+// Notify implements Sink: it fills in each event's id, timestamp and
+// source, drops what no endpoint wants, and waits until the batch holding
+// the rest is in storage, unless all of them are pulls (which are written
+// within FlushInterval, without waiting).
+func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
+	var keep []Event
+	durable := false
+	now := time.Now()
+	for _, ev := range events {
+		if !n.wanted(&ev) {
+			continue
+		}
+		if ev.ID == "" {
+			ev.ID = NewID()
+		}
+		if ev.Timestamp.IsZero() {
+			ev.Timestamp = now
+		}
+		ev.Source = n.source
+		durable = durable || ev.durable()
+		keep = append(keep, ev)
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	if !durable {
+		if n.pulls+len(keep) > maxPendingPulls {
+			n.dropped += len(keep)
+			n.mu.Unlock()
+			return nil
+		}
+		n.pulls += len(keep)
+		n.pending = append(n.pending, keep...)
+		n.mu.Unlock()
+		return nil
+	}
+	done := make(chan error, 1)
+	n.pending = append(n.pending, keep...)
+	n.waiters = append(n.waiters, done)
+	n.mu.Unlock()
+	select {
+	case n.flushKick <- struct{}{}:
+	default:
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *Notifier) wanted(ev *Event) bool {
+	for _, ep := range n.eps {
+		if ep.wants(ev) {
+			return true
+		}
+	}
+	return false
+}
+
+// writer is the group commit: whatever arrived while a batch was being
+// written goes into the next one, so concurrent pushes share writes. It
+// writes at once when an event waits, and every FlushInterval otherwise.
+func (n *Notifier) writer() {
+	defer close(n.writerDone)
+	t := time.NewTicker(n.flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.flushKick:
+		case <-t.C:
+		case <-n.stopWriter:
+			n.flush()
+			return
+		}
+		n.flush()
+	}
+}
+
+func (n *Notifier) flush() {
+	n.mu.Lock()
+	events, waiters, dropped := n.pending, n.waiters, n.dropped
+	n.pending, n.waiters, n.pulls, n.dropped = nil, nil, 0, 0
+	n.mu.Unlock()
+	if dropped > 0 {
+		n.log.Warn("notifications: pull events dropped: storage is not taking the queue's writes fast enough", "dropped", dropped)
+	}
+	if len(events) == 0 {
+		return
+	}
+	err := n.write(events)
+	for _, w := range waiters {
+		w <- err
+	}
+	if err != nil {
+		n.log.Error("notifications: writing events to the queue", "events", len(events), "err", err)
+		n.requeuePulls(events)
+		return
+	}
+	for _, ep := range n.eps {
+		ep.signal()
+	}
+}
+
+// requeuePulls puts the pull events of a batch that failed back, for the
+// next flush; the other events' requests got the error.
+func (n *Notifier) requeuePulls(events []Event) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ev := range events {
+		if ev.durable() {
+			continue
+		}
+		if n.pulls >= maxPendingPulls {
+			n.dropped++
+			continue
+		}
+		n.pulls++
+		n.pending = append(n.pending, ev)
+	}
+}
+
+// write stores events as batches, one file per endpoint (per maxBatch
+// events), written concurrently.
+func (n *Notifier) write(events []Event) error {
+	raw := make([][]byte, len(events))
+	for i := range events {
+		ev := &events[i]
+		if n.includeRefs && ev.Target.Manifest != nil {
+			ev.Target.References = manifestReferences(ev.Target.Manifest)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		raw[i] = b
+	}
+	type file struct {
+		path string
+		body []byte
+	}
+	var files []file
+	now := time.Now()
+	for _, ep := range n.eps {
+		var body []byte
+		count := 0
+		emit := func() {
+			body = append(body, "]}"...)
+			n.seq++
+			files = append(files, file{queueDir(n.instance, ep.dir) + "/" + batchName(now, n.seq), body})
+			body, count = nil, 0
+		}
+		for i := range events {
+			if !ep.wants(&events[i]) {
+				continue
+			}
+			if count == 0 {
+				body = append(body, `{"events":[`...)
+			} else {
+				body = append(body, ',')
+			}
+			body = append(body, raw[i]...)
+			if count++; count == maxBatch {
+				emit()
+			}
+		}
+		if count > 0 {
+			emit()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	errs := make([]error, len(files))
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = n.drv.PutContent(ctx, f.path, f.body)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// manifestReferences are Distribution's references of a manifest: an
+// image manifest's config and layers, an index's manifests.
+func manifestReferences(payload []byte) []v1.Descriptor {
+	var m struct {
+		Config    *v1.Descriptor  `json:"config"`
+		Layers    []v1.Descriptor `json:"layers"`
+		Manifests []v1.Descriptor `json:"manifests"`
+	}
+	if json.Unmarshal(payload, &m) != nil {
+		return nil
+	}
+	if m.Config != nil {
+		return append([]v1.Descriptor{*m.Config}, m.Layers...)
+	}
+	return m.Manifests
+}
+
+// heartbeat says this process is alive: its queue is its own to deliver.
+func (n *Notifier) heartbeat(ctx context.Context) {
+	t := time.Now().UTC().Format(time.RFC3339Nano)
+	if err := n.drv.PutContent(ctx, alivePath(n.instance), []byte(t)); err != nil && ctx.Err() == nil {
+		n.log.Warn("notifications: writing the heartbeat", "err", err)
+	}
+}
+
+// scan looks at the other processes' queues. Those whose heartbeat is
+// older than AdoptAfter, or gone (a process that stopped), are adopted by
+// the live process with the smallest id, so that normally one delivers
+// them; a drained queue of a process gone for long is removed.
+func (n *Notifier) scan(ctx context.Context) {
+	dirs, err := n.drv.List(ctx, eventsRoot)
+	if err != nil {
+		if !errors.Is(err, driver.ErrNotFound) && ctx.Err() == nil {
+			n.log.Warn("notifications: listing the queues", "err", err)
+		}
+		return
+	}
+	now := time.Now()
+	live := []string{n.instance}
+	type stale struct {
+		id        string
+		deletable bool // once drained, its directory may go
+	}
+	var stales []stale
+	seen := make(map[string]bool)
+	for _, d := range dirs {
+		id := lastElem(d)
+		if id == n.instance {
+			continue
+		}
+		seen[id] = true
+		b, err := n.drv.GetContent(ctx, alivePath(id))
+		switch {
+		case errors.Is(err, driver.ErrNotFound):
+			// Stopped (Close removes the heartbeat), or starting: a
+			// process writes its heartbeat before any batch, so its
+			// queue is empty then; it is removed only once missing
+			// for AdoptAfter.
+			n.adoptMu.Lock()
+			since, ok := n.missing[id]
+			if !ok {
+				since = now
+				n.missing[id] = now
+			}
+			n.adoptMu.Unlock()
+			stales = append(stales, stale{id, now.Sub(since) >= n.adoptAfter})
+			continue
+		case err != nil:
+			if ctx.Err() == nil {
+				n.log.Warn("notifications: reading a heartbeat", "instance", id, "err", err)
+			}
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, string(b))
+		if err != nil || now.Sub(t) > n.adoptAfter {
+			// Killed, or cut off from storage. Its directory goes only
+			// when it has been silent for ten times as long: a process
+			// that still lives writes its heartbeat long before.
+			stales = append(stales, stale{id, err != nil || now.Sub(t) > 10*n.adoptAfter})
+			continue
+		}
+		live = append(live, id)
+	}
+	var adopted []string
+	if slices.Min(live) == n.instance {
+		for _, s := range stales {
+			empty, err := n.queueEmpty(ctx, s.id)
+			if err != nil {
+				continue
+			}
+			if !empty {
+				adopted = append(adopted, s.id)
+				continue
+			}
+			if s.deletable {
+				if err := n.drv.Delete(ctx, instanceDir(s.id)); err != nil && !errors.Is(err, driver.ErrNotFound) {
+					n.log.Warn("notifications: removing a drained queue", "instance", s.id, "err", err)
+				}
+			}
+		}
+	}
+	n.adoptMu.Lock()
+	for id := range n.missing {
+		if !seen[id] {
+			delete(n.missing, id)
+		}
+	}
+	changed := !slices.Equal(adopted, n.adopted)
+	n.adopted = adopted
+	n.adoptMu.Unlock()
+	if changed {
+		if len(adopted) > 0 {
+			n.log.Info("notifications: delivering the queues of registries that stopped", "instances", adopted)
+		}
+		for _, ep := range n.eps {
+			ep.signal()
+		}
+	}
+}
+
+// queueEmpty reports whether instance has no batch left for any endpoint,
+// configured here or not.
+func (n *Notifier) queueEmpty(ctx context.Context, instance string) (bool, error) {
+	eps, err := n.drv.List(ctx, endpointsDir(instance))
+	if errors.Is(err, driver.ErrNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, d := range eps {
+		names, err := n.drv.ListPage(ctx, d, "", 1)
+		if errors.Is(err, driver.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(names) > 0 {
+			n.noteUnknown(d)
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// noteUnknown logs, once, a queue of an endpoint this registry does not
+// have: it stays in storage until the endpoint is configured again or
+// someone removes it.
+func (n *Notifier) noteUnknown(dir string) {
+	name := lastElem(dir)
+	for _, ep := range n.eps {
+		if ep.dir == name {
+			return
+		}
+	}
+	n.adoptMu.Lock()
+	first := !n.unknownSeen[dir]
+	n.unknownSeen[dir] = true
+	n.adoptMu.Unlock()
+	if first {
+		n.log.Warn("notifications: undelivered events for an endpoint that is not configured stay in storage", "queue", dir)
+	}
+}
+
+func lastElem(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[i+1:]
+		}
+	}
+	return p
+}
+
+// sources are the processes whose queues this one delivers: itself first.
+func (n *Notifier) sources() []string {
+	n.adoptMu.Lock()
+	defer n.adoptMu.Unlock()
+	return append([]string{n.instance}, n.adopted...)
+}
