@@ -27,6 +27,7 @@ import (
 	"github.com/berth-registry/berth/internal/config"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/metered"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -123,7 +124,8 @@ func versionString() string {
 // With ln nil it listens on cfg.HTTP.Addr; ready, if not nil, is told the
 // bound address (tests listen on ":0").
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	drv, where, closeDriver, err := openDriver(ctx, cfg, false)
+	metrics, metricsHandler := newMetrics(cfg, log)
+	drv, where, closeDriver, err := openDriver(ctx, cfg, false, metrics)
 	if err != nil {
 		return err
 	}
@@ -142,7 +144,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if err != nil {
 		return err
 	}
-	store := storage.NewWithOptions(drv, cfg.storageOptions())
+	storeOpts := cfg.storageOptions()
+	storeOpts.Registerer = metrics
+	store := storage.NewWithOptions(metered.Wrap(drv, metrics), storeOpts)
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -150,6 +154,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		DeleteEnabled:   cfg.Storage.Delete.Enabled,
 		BodyIdleTimeout: cfg.HTTP.BodyIdleTimeout,
 		Redirect:        !cfg.Storage.Redirect.Disable,
+		Metrics:         metrics,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -180,7 +185,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		defer plain.Close()
 	}
 	if cfg.HTTP.Debug.Addr != "" {
-		debug, err := startDebug(cfg.HTTP.Debug.Addr, log)
+		debug, err := startDebug(cfg.HTTP.Debug.Addr, log, cfg.HTTP.Debug.Prometheus.Path, metricsHandler)
 		if err != nil {
 			ln.Close()
 			return err
@@ -230,8 +235,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	return nil
 }
 
-// startDebug serves Go's profiler on its own listener at addr.
-func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+// startDebug serves Go's profiler on its own listener at addr, and the
+// metrics at metricsPath when metrics is not nil.
+func startDebug(addr string, log *slog.Logger, metricsPath string, metrics http.Handler) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -241,6 +247,9 @@ func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	if metrics != nil {
+		mux.Handle(metricsPath, metrics)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Warn("debug listener (profiling) is on: keep it off public networks", "addr", ln.Addr().String())
 	go func() { _ = srv.Serve(ln) }()
