@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/berth-registry/berth/internal/miniotest"
 	"github.com/berth-registry/berth/storage/driver"
 	"github.com/berth-registry/berth/storage/driver/drivertest"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
@@ -256,4 +257,28 @@ func counter(t *testing.T, reg *prometheus.Registry, name, op string) float64 {
 	}
 	t.Fatalf("no %s{op=%q}", name, op)
 	return 0
+}
+
+// TestS3DriverSuite: the wrapper changes nothing on a live S3 driver
+// either, and keeps its optional interfaces (skipped without MinIO).
+func TestS3DriverSuite(t *testing.T) {
+	srv := miniotest.Shared(t)
+	drivertest.Run(t, func(t *testing.T) driver.Driver {
+		secure := false
+		d, err := s3.New(ctx, s3.Options{
+			RegionEndpoint: srv.Endpoint, Bucket: srv.NewBucket(t), ForcePathStyle: true,
+			AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey,
+			RootDirectory: "/registry", Secure: &secure,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := metered.Wrap(d, prometheus.NewRegistry())
+		for iface, implements := range optional {
+			if implements(d) != implements(w) {
+				t.Fatalf("wrapped s3 driver: implements %s: %v, want %v", iface, implements(w), implements(d))
+			}
+		}
+		return w
+	})
 }
