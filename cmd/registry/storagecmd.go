@@ -31,7 +31,8 @@ import (
 // exist already: a command's mistyped path would otherwise be created,
 // found empty, and reported as clean. It returns where the data is (for
 // the log) and a function that closes the driver, making a filesystem's
-// journaled writes durable in place.
+// journaled writes durable in place. metrics (nil: none) receives the
+// filesystem journal's metrics.
 func openDriver(ctx context.Context, cfg Config, mustExist bool, metrics prometheus.Registerer) (driver.Driver, string, func() error, error) {
 	if s3c := cfg.Storage.S3; s3c.Bucket != "" {
 		d, err := s3.New(ctx, s3c.s3Options())
