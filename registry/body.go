@@ -31,6 +31,7 @@ type idleBody struct {
 	timer *time.Timer // watches while the request runs; nil before a Read
 	wait  time.Time   // when the pending Read began; zero when none is
 	done  bool        // the request ended, or the body was cut
+	n     int64       // bytes read, for the metrics
 }
 
 // watchBody returns r's body under watch; finish must be called when the
@@ -60,8 +61,16 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.mu.Lock()
 	b.wait = time.Time{}
+	b.n += int64(n)
 	b.mu.Unlock()
 	return n, err
+}
+
+// received is how many bytes were read.
+func (b *idleBody) received() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
 }
 
 // watch runs every idle at most: it cuts the body when the pending Read

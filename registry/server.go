@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
@@ -55,6 +56,9 @@ type Config struct {
 	// Notify receives an event for every push, pull, mount and deletion
 	// (see package notify). Nil: none are made.
 	Notify notify.Sink
+	// Metrics receives the HTTP metrics (berth_http_*, see metrics.go).
+	// Nil: none are kept, at no cost.
+	Metrics prometheus.Registerer
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -71,7 +75,11 @@ type Handler struct {
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
 	sink     notify.Sink
+	metrics  *httpMetrics // nil: off
 }
+
+// apiRoute is the one route of the API (see ParseRoute).
+const apiRoute = "/v2/*path"
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
@@ -90,9 +98,13 @@ func New(cfg Config) *Handler {
 	e := gin.New()
 	_ = e.SetTrustedProxies(nil)
 	e.HandleMethodNotAllowed = false
+	if cfg.Metrics != nil {
+		h.metrics = newHTTPMetrics(cfg.Metrics)
+		e.Use(h.metered)
+	}
 	e.Use(h.accessLog, h.recover)
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-		e.Handle(m, "/v2/*path", h.serve)
+		e.Handle(m, apiRoute, h.serve)
 	}
 	// Liveness for container health checks and load balancers: no
 	// authentication, no storage access.
@@ -139,6 +151,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r2 := *r
 		r2.Body = body
 		r = &r2
+	} else if h.metrics != nil && r.Body != nil && r.Body != http.NoBody {
+		r2 := *r
+		r2.Body = &countingBody{ReadCloser: r.Body} // idleBody counts too
+		r = &r2
 	}
 	h.engine.ServeHTTP(w, r)
 }
@@ -170,6 +186,13 @@ func (h *Handler) serve(c *gin.Context) {
 	if h.readOnly && writes(c.Request.Method) {
 		h.fail(c, errReadOnly)
 		return
+	}
+	if h.metrics != nil && (route.Kind == KindUpload || route.Kind == KindUploadStart) {
+		switch c.Request.Method {
+		case http.MethodPost, http.MethodPatch, http.MethodPut:
+			h.metrics.uploads.Inc()
+			defer h.metrics.uploads.Dec()
+		}
 	}
 	if route.Kind == KindBlob || route.Kind == KindUpload || route.Kind == KindUploadStart {
 		h.memory.begin()

@@ -150,6 +150,7 @@ func (s *Store) CollectGarbage(ctx context.Context, opts GCOptions) (GCReport, e
 	err := c.lockAndRun(ctx)
 	c.report.Duration = time.Since(c.start)
 	r := c.report
+	s.gc.collected(r, opts.DryRun, err)
 	level := slog.LevelInfo
 	switch {
 	case errors.Is(err, ErrGCRunning):

@@ -42,6 +42,7 @@ import (
 	_ "crypto/sha512"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-registry/berth/storage/driver"
 )
@@ -55,6 +56,7 @@ type Store struct {
 	locks      keyedMutex
 	states     hashStates
 	manifests  manifestCache
+	gc         *gcMetrics
 }
 
 // Options tunes a Store. The zero value is what New uses.
@@ -69,6 +71,10 @@ type Options struct {
 	// collections on one store must use the same value. Zero:
 	// DefaultGracePeriod.
 	GracePeriod time.Duration
+	// Registerer receives the store's metrics (berth_gc_*: collections by
+	// result, blobs and bytes freed). Nil: none are registered. Giving one
+	// Registerer to two stores panics.
+	Registerer prometheus.Registerer
 }
 
 // New returns a store on d with the default Options.
@@ -82,7 +88,7 @@ func NewWithOptions(d driver.Driver, opts Options) *Store {
 	if grace <= 0 {
 		grace = DefaultGracePeriod
 	}
-	return &Store{d: d, uploadWait: opts.UploadWait, grace: grace}
+	return &Store{d: d, uploadWait: opts.UploadWait, grace: grace, gc: newGCMetrics(opts.Registerer)}
 }
 
 // Writable returns nil when the store's writes work, as far as the driver

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-registry/berth/auth"
 )
@@ -70,6 +71,10 @@ type Config struct {
 	MaxBodyBytes int64
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Metrics receives the server's metrics (berth_auth_*: tokens
+	// issued, logins by outcome, throttled logins; see metrics.go). Nil:
+	// none are registered.
+	Metrics prometheus.Registerer
 }
 
 // Server holds the token endpoints. Create it with New.
@@ -79,6 +84,7 @@ type Server struct {
 	refresh  *refresher
 	throttle *throttle
 	tokens   *tokenCache
+	metrics  *metrics
 	jwks     []byte
 	engine   *gin.Engine
 }
@@ -114,6 +120,9 @@ func New(cfg Config) (*Server, error) {
 	s.throttle = newThrottle(cfg.Throttle, cfg.Now)
 	s.tokens = newTokenCache(cfg.Expiration)
 	var err error
+	if s.metrics, err = newMetrics(cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("tokenserver: metrics: %w", err)
+	}
 	if s.jwks, err = json.Marshal(cfg.Signer.JWKS()); err != nil {
 		return nil, err
 	}

@@ -34,7 +34,8 @@ type grant struct {
 	subject string // "" for anonymous clients
 	service string
 	scopes  []auth.Scope
-	offline bool // hand out a refresh token
+	offline bool   // hand out a refresh token
+	via     string // how it was asked for, for the metrics (see metrics.go)
 }
 
 // getToken serves GET /token: service, scope (repeated and space-separated),
@@ -46,7 +47,9 @@ func (s *Server) getToken(c *gin.Context) {
 		return
 	}
 	account := q.Get("account")
+	g.via = "anonymous"
 	if user, password, basic := c.Request.BasicAuth(); basic {
+		g.via = "basic"
 		if !s.login(c, user, password) {
 			return
 		}
@@ -82,6 +85,7 @@ func (s *Server) postToken(c *gin.Context) {
 	}
 	grantType := f.Get("grant_type")
 	c.Set(logGrant, grantType)
+	g.via = grantType
 	switch grantType {
 	case "password":
 		user := f.Get("username")
@@ -96,10 +100,12 @@ func (s *Server) postToken(c *gin.Context) {
 	case "refresh_token":
 		sub, err := s.refresh.verify(f.Get("refresh_token"), g.service, s.cfg.Users)
 		if err != nil {
+			s.metrics.logins.WithLabelValues(credRefresh, outFailure).Inc()
 			c.Header("WWW-Authenticate", basicChallenge)
 			fail(c, http.StatusUnauthorized, "invalid_grant", "refresh token is invalid, expired or revoked")
 			return
 		}
+		s.metrics.logins.WithLabelValues(credRefresh, outSuccess).Inc()
 		g.subject = sub
 	default:
 		fail(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be password or refresh_token")
@@ -138,15 +144,19 @@ func (s *Server) login(c *gin.Context, user, password string) bool {
 	c.Set(logAccount, user)
 	pending, refused := s.throttle.admit(user, c.ClientIP())
 	if refused.wait > 0 {
+		s.metrics.logins.WithLabelValues(credPassword, outThrottled).Inc()
+		s.metrics.throttled.WithLabelValues(refused.by).Inc()
 		c.Set(logThrottled, refused.by)
 		c.Header("Retry-After", strconv.Itoa(int((refused.wait+time.Second-1)/time.Second)))
 		fail(c, http.StatusTooManyRequests, "too_many_requests", "too many failed logins; try again later")
 		return false
 	}
 	if user == "" || s.cfg.Users.Authenticate(user, password) != nil {
+		s.metrics.logins.WithLabelValues(credPassword, outFailure).Inc()
 		challenge(c, "invalid user name or password") // the attempt stays charged
 		return false
 	}
+	s.metrics.logins.WithLabelValues(credPassword, outSuccess).Inc()
 	s.throttle.succeeded(pending)
 	return true
 }
@@ -204,6 +214,7 @@ func (s *Server) respond(c *gin.Context, g grant, withScope bool) {
 	c.Header("Cache-Control", "no-store")
 	c.Header("Pragma", "no-cache")
 	c.JSON(http.StatusOK, resp)
+	s.metrics.issued.WithLabelValues(g.via).Inc()
 }
 
 // tokenCache hands the token it signed for a grant to repeated requests for

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-registry/berth/auth"
 	"github.com/berth-registry/berth/auth/tokenserver"
 	"github.com/berth-registry/berth/internal/config"
@@ -69,6 +71,18 @@ type ServerConfig struct {
 	// TrustedProxies are addresses or CIDRs whose X-Forwarded-For names
 	// the client (for login throttling and logs). Default none.
 	TrustedProxies []string `yaml:"trustedproxies"`
+	// Metrics serves Prometheus metrics on a listener of its own.
+	Metrics MetricsConfig `yaml:"metrics"`
+}
+
+// MetricsConfig is the metrics listener: plain HTTP, without
+// authentication, so keep it on loopback or a private network.
+type MetricsConfig struct {
+	// Addr is the listen address (such as "127.0.0.1:5002"). Empty (the
+	// default): no listener, and no metrics are kept.
+	Addr string `yaml:"addr"`
+	// Path is where metrics are served (default "/metrics").
+	Path string `yaml:"path"`
 }
 
 // LetsEncryptConfig is the ACME source of the server certificate.
@@ -136,7 +150,7 @@ type UsersConfig struct {
 func defaultConfig() Config {
 	return Config{
 		Log:    LogConfig{Level: "info", Formatter: "text"},
-		Server: ServerConfig{Addr: ":5001", PrivateCA: PrivateCAConfig{Dir: "certs"}},
+		Server: ServerConfig{Addr: ":5001", PrivateCA: PrivateCAConfig{Dir: "certs"}, Metrics: MetricsConfig{Path: "/metrics"}},
 		Token: TokenConfig{
 			Issuer:            "berth-auth",
 			Services:          []string{"berth-registry"},
@@ -172,6 +186,9 @@ func loadConfig(path string) (Config, error) {
 	}
 	if (cfg.Server.Certificate == "") != (cfg.Server.Key == "") {
 		return Config{}, fmt.Errorf("server.certificate and server.key go together")
+	}
+	if !strings.HasPrefix(cfg.Server.Metrics.Path, "/") {
+		return Config{}, fmt.Errorf("server.metrics.path %q: want an absolute path", cfg.Server.Metrics.Path)
 	}
 	if cfg.Server.Certificate != "" && len(cfg.Server.LetsEncrypt.Hosts) > 0 {
 		return Config{}, fmt.Errorf("server: set certificate and key, or letsencrypt, not both")
@@ -211,7 +228,8 @@ func loadSigner(t TokenConfig) (*auth.Signer, error) {
 }
 
 // components builds the user store and the token server from cfg.
-func components(cfg Config, logger *slog.Logger) (*auth.UserStore, *tokenserver.Server, error) {
+// metrics (nil: none) receives the token server's metrics.
+func components(cfg Config, logger *slog.Logger, metrics prometheus.Registerer) (*auth.UserStore, *tokenserver.Server, error) {
 	signer, err := loadSigner(cfg.Token)
 	if err != nil {
 		return nil, nil, err
@@ -240,6 +258,7 @@ func components(cfg Config, logger *slog.Logger) (*auth.UserStore, *tokenserver.
 		Logger:            logger,
 		TrustedProxies:    cfg.Server.TrustedProxies,
 		Throttle:          cfg.Throttle,
+		Metrics:           metrics,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	berthcli "github.com/berth-registry/berth/internal/cli"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -18,10 +21,23 @@ const shutdownTimeout = 10 * time.Second
 // run serves the token endpoints on ln until ctx is done, then shuts down
 // gracefully. It returns nil after a clean shutdown.
 func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) error {
-	users, ts, err := components(cfg, logger)
+	var metrics prometheus.Registerer // nil interface: none
+	var metricsHandler http.Handler
+	if cfg.Server.Metrics.Addr != "" {
+		metrics, metricsHandler = berthcli.NewMetrics(logger)
+	}
+	users, ts, err := components(cfg, logger, metrics)
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	if metricsHandler != nil {
+		msrv, err := startMetrics(cfg.Server.Metrics, metricsHandler, logger)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer msrv.Close()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -81,6 +97,20 @@ func run(ctx context.Context, cfg Config, logger *slog.Logger, ln net.Listener) 
 		return err
 	}
 	return nil
+}
+
+// startMetrics serves the metrics on a plain-HTTP listener of their own.
+func startMetrics(mc MetricsConfig, h http.Handler, logger *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", mc.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("server.metrics.addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(mc.Path, h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	logger.Info("metrics listening: keep it off public networks", "addr", ln.Addr().String(), "path", mc.Path)
+	go func() { _ = srv.Serve(ln) }()
+	return srv, nil
 }
 
 // serverTLS is the one place that decides how the listener is served: TLS

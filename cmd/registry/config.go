@@ -92,6 +92,15 @@ type Config struct {
 			// Addr is the debug listener (such as "127.0.0.1:5005").
 			// Empty: none.
 			Addr string `yaml:"addr"`
+			// Prometheus serves metrics on the debug listener, with
+			// Distribution's keys.
+			Prometheus struct {
+				// Enabled turns metrics on (default false: none are
+				// kept). It needs addr.
+				Enabled bool `yaml:"enabled"`
+				// Path is where they are served (default "/metrics").
+				Path string `yaml:"path"`
+			} `yaml:"prometheus"`
 		} `yaml:"debug"`
 		// TLS selects the certificate source: files (certificate, key),
 		// ACME (letsencrypt), or, when neither is set, Berth's private CA.
@@ -339,6 +348,7 @@ func defaultConfig() Config {
 	c.Health.StorageDriver.Threshold = 3
 	c.HTTP.Addr = ":5000"
 	c.HTTP.DrainTimeout = 30 * time.Second
+	c.HTTP.Debug.Prometheus.Path = "/metrics"
 	c.HTTP.BodyIdleTimeout = registry.DefaultBodyIdleTimeout
 	c.HTTP.TLS.PrivateCA.Dir = "certs"
 	c.Auth.Token.JWKSRefresh = 5 * time.Minute
@@ -378,6 +388,11 @@ func (c *Config) validate() error {
 	}
 	if tokenOn && (tok.Realm == "" || tok.Service == "" || tok.Issuer == "" || (tok.RootCertBundle == "" && tok.JWKS == "")) {
 		return fmt.Errorf("config: auth.token needs realm, service, issuer, and rootcertbundle or jwks")
+	}
+	if p := c.HTTP.Debug.Prometheus; p.Enabled && c.HTTP.Debug.Addr == "" {
+		return fmt.Errorf("config: http.debug.prometheus.enabled needs http.debug.addr (the listener metrics are served on)")
+	} else if p.Enabled && (!strings.HasPrefix(p.Path, "/") || strings.HasPrefix(p.Path, "/debug/pprof/")) {
+		return fmt.Errorf("config: http.debug.prometheus.path %q: want an absolute path outside /debug/pprof/", p.Path)
 	}
 	if c.HTTP.BodyIdleTimeout == 0 {
 		return fmt.Errorf("config: http.bodyidletimeout is 0: set a duration, or a negative one for no limit")

@@ -29,6 +29,7 @@ import (
 	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/driver/metered"
 	"github.com/berth-registry/berth/tlsutil"
 )
 
@@ -132,7 +133,8 @@ func versionString() string {
 // With ln nil it listens on cfg.HTTP.Addr; ready, if not nil, is told the
 // bound address (tests listen on ":0").
 func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr string)) error {
-	drv, where, closeDriver, err := openDriver(ctx, cfg, false)
+	metrics, metricsHandler := newMetrics(cfg, log)
+	drv, where, closeDriver, err := openDriver(ctx, cfg, false, metrics)
 	if err != nil {
 		return err
 	}
@@ -151,7 +153,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	if err != nil {
 		return err
 	}
-	store := storage.NewWithOptions(drv, cfg.storageOptions())
+	// One driver, metered when metrics are on, for the store and the
+	// notification queue.
+	drv = metered.Wrap(drv, metrics)
+	storeOpts := cfg.storageOptions()
+	storeOpts.Registerer = metrics
+	store := storage.NewWithOptions(drv, storeOpts)
 	var check *registry.StorageCheck
 	if h := cfg.Health.StorageDriver; h.Enabled {
 		check = registry.NewStorageCheck(store, h.Interval, h.Threshold)
@@ -185,6 +192,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		ReadOnly:        readOnly,
 		StorageCheck:    check,
 		Notify:          sink,
+		Metrics:         metrics,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -215,7 +223,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		defer plain.Close()
 	}
 	if cfg.HTTP.Debug.Addr != "" {
-		debug, err := startDebug(cfg.HTTP.Debug.Addr, log)
+		debug, err := startDebug(cfg.HTTP.Debug.Addr, log, cfg.HTTP.Debug.Prometheus.Path, metricsHandler)
 		if err != nil {
 			ln.Close()
 			return err
@@ -272,8 +280,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	return nil
 }
 
-// startDebug serves Go's profiler on its own listener at addr.
-func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
+// startDebug serves Go's profiler on its own listener at addr, and the
+// metrics at metricsPath when metrics is not nil.
+func startDebug(addr string, log *slog.Logger, metricsPath string, metrics http.Handler) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -283,6 +292,9 @@ func startDebug(addr string, log *slog.Logger) (*http.Server, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	if metrics != nil {
+		mux.Handle(metricsPath, metrics)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	log.Warn("debug listener (profiling) is on: keep it off public networks", "addr", ln.Addr().String())
 	go func() { _ = srv.Serve(ln) }()

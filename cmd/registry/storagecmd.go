@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/storage"
@@ -30,8 +31,9 @@ import (
 // exist already: a command's mistyped path would otherwise be created,
 // found empty, and reported as clean. It returns where the data is (for
 // the log) and a function that closes the driver, making a filesystem's
-// journaled writes durable in place.
-func openDriver(ctx context.Context, cfg Config, mustExist bool) (driver.Driver, string, func() error, error) {
+// journaled writes durable in place. metrics (nil: none) receives the
+// filesystem journal's metrics.
+func openDriver(ctx context.Context, cfg Config, mustExist bool, metrics prometheus.Registerer) (driver.Driver, string, func() error, error) {
 	if s3c := cfg.Storage.S3; s3c.Bucket != "" {
 		d, err := s3.New(ctx, s3c.s3Options())
 		if err != nil {
@@ -50,7 +52,7 @@ func openDriver(ctx context.Context, cfg Config, mustExist bool) (driver.Driver,
 			return nil, "", nil, fmt.Errorf("storage.filesystem.rootdirectory: %s is not a directory", root)
 		}
 	}
-	d, err := filesystem.New(root)
+	d, err := filesystem.NewWithOptions(root, filesystem.Options{Registerer: metrics})
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -60,7 +62,7 @@ func openDriver(ctx context.Context, cfg Config, mustExist bool) (driver.Driver,
 // openStorage opens the configured storage for a command that runs beside
 // the registry or instead of it.
 func openStorage(ctx context.Context, cfg Config) (*storage.Store, func() error, error) {
-	drv, _, closeDriver, err := openDriver(ctx, cfg, true)
+	drv, _, closeDriver, err := openDriver(ctx, cfg, true, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-registry/berth/internal/osfile"
 	"github.com/berth-registry/berth/storage/driver"
 )
@@ -58,9 +60,22 @@ var probeInterval = 2 * time.Second
 // processes (see journal.clean); a variable for tests.
 var cleanInterval = 10 * time.Minute
 
+// Options tunes a Driver. The zero value is what New uses.
+type Options struct {
+	// Registerer receives the journal's metrics
+	// (berth_filesystem_journal_*: commits, failed commits, group-commit
+	// latency, checkpoints). Nil: none are registered.
+	Registerer prometheus.Registerer
+}
+
 // New returns a driver rooted at dir, creating dir if needed. It first
 // replays what a crashed process left in dir's journal (see journal.go).
 func New(dir string) (*Driver, error) {
+	return NewWithOptions(dir, Options{})
+}
+
+// NewWithOptions is New tuned by opts.
+func NewWithOptions(dir string, opts Options) (*Driver, error) {
 	if dir == "" {
 		return nil, errors.New("filesystem driver: root directory is empty")
 	}
@@ -71,7 +86,11 @@ func New(dir string) (*Driver, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, err
 	}
-	j, err := openJournal(abs)
+	m, err := newJournalMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("filesystem driver: metrics: %w", err)
+	}
+	j, err := openJournal(abs, m)
 	if err != nil {
 		return nil, err
 	}

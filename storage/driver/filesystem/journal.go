@@ -93,6 +93,7 @@ var (
 )
 
 type journal struct {
+	m      *journalMetrics
 	root   string // the driver's root; paths in records are driver paths
 	dir    string // <root>/.journal
 	tmp    string // <root>/.journal/tmp, PutContent's temp files
@@ -139,8 +140,8 @@ type generation struct {
 	paths        []string
 }
 
-func openJournal(root string) (*journal, error) {
-	j := &journal{root: root, dir: filepath.Join(root, journalDir), seed: maphash.MakeSeed(), opened: time.Now().UnixNano()}
+func openJournal(root string, m *journalMetrics) (*journal, error) {
+	j := &journal{m: m, root: root, dir: filepath.Join(root, journalDir), seed: maphash.MakeSeed(), opened: time.Now().UnixNano()}
 	j.tmp = filepath.Join(j.dir, journalTempDir)
 	j.cond.L = &j.mu
 	if err := os.MkdirAll(j.tmp, 0o755); err != nil {
@@ -320,21 +321,27 @@ func (j *journal) commit(op byte, p string, content []byte) (done func(), err er
 			batch, upto, off := g.buf, g.appended, g.size-int64(len(g.buf))
 			g.buf = nil
 			j.mu.Unlock()
+			start := time.Now()
 			_, werr := journalWriteAt(g.f, batch, off)
 			if werr == nil {
 				werr = journalSync(g.f)
 			}
+			j.m.flush.Observe(time.Since(start).Seconds())
 			j.mu.Lock()
 			g.flushing = false
 			if werr != nil {
 				g.failed = fmt.Errorf("filesystem driver: journal write failed: %w", werr)
 				g.failedUpto = upto
+				j.m.failures.Add(float64(upto - g.durable))
 				g.buf = nil
 				if j.cur == g {
 					j.cur = nil
 					j.checkpointLaterLocked()
 				}
 			} else {
+				// Counted per batch, not per waiting commit: one atomic
+				// add however many writes share the sync.
+				j.m.commits.Add(float64(upto - g.durable))
 				g.durable = upto
 			}
 			j.cond.Broadcast()
@@ -461,6 +468,7 @@ func (j *journal) checkpointRetired() error {
 		j.live = j.live[1:]
 		j.ckErr = nil
 		j.mu.Unlock()
+		j.m.checkpoints.Inc()
 	}
 }
 
