@@ -189,16 +189,23 @@ func TestReplicasServeOneBucket(t *testing.T) {
 	pushed := make(chan struct{})
 	go func() {
 		for {
+			// Only a request sent after A's acknowledgement must find
+			// the image: one sent before may be answered 404 after it.
+			acked := false
+			select {
+			case <-pushed:
+				acked = true
+			default:
+			}
 			got, err := remote.Image(repoB.Tag("v1"), rb.opts(t)...)
 			var terr *transport.Error
 			if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-				select {
-				case <-pushed:
+				if acked {
 					polled <- errors.New("A acknowledged the push, B still answers 404")
 					return
-				case <-time.After(10 * time.Millisecond):
-					continue
 				}
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
 			if err == nil {
 				err = verifyImage(got, want)
