@@ -37,6 +37,8 @@ const (
 	// maxPendingPulls is how many pull events wait in memory for the
 	// writer; beyond it pull events are dropped (and counted in the log)
 	// while storage is too slow or failing. Other events always wait.
+	// The writer is woken as soon as maxBatch pull events wait, so only
+	// a store that cannot keep up leads here.
 	maxPendingPulls = 10000
 	// maxBatch is the most events one batch file holds.
 	maxBatch = 1000
@@ -268,22 +270,33 @@ func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
 		}
 		n.pulls += len(keep)
 		n.pending = append(n.pending, keep...)
+		full := n.pulls >= maxBatch
 		n.mu.Unlock()
+		if full {
+			// A batch's worth waits: write it now rather than at the
+			// interval, so a busy registry does not reach the cap.
+			n.kick()
+		}
 		return nil
 	}
 	done := make(chan error, 1)
 	n.pending = append(n.pending, keep...)
 	n.waiters = append(n.waiters, done)
 	n.mu.Unlock()
-	select {
-	case n.flushKick <- struct{}{}:
-	default:
-	}
+	n.kick()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// kick wakes the writer, if it is not already awake.
+func (n *Notifier) kick() {
+	select {
+	case n.flushKick <- struct{}{}:
+	default:
 	}
 }
 

@@ -486,3 +486,46 @@ func TestManyBatches(t *testing.T) {
 		t.Fatalf("%d events delivered, want %d", len(ids), batches)
 	}
 }
+
+// TestBusyPullsAreNotDropped: pulls arriving far faster than the flush
+// interval are written in batches as they fill, so none reach the cap and
+// none are dropped; with an interval of an hour, only the early writes
+// can have stored them.
+func TestBusyPullsAreNotDropped(t *testing.T) {
+	d := newDriver(t)
+	rc := newReceiver(t)
+	rc.fail.Store(true) // keep everything in the queue, to count it there
+	n, err := New(d, Options{Endpoints: []Endpoint{{Name: "hook", URL: rc.srv.URL, Threshold: 1, Backoff: time.Hour}},
+		FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	defer n.Close(context.Background())
+	const pulls = maxPendingPulls * 3
+	for i := range pulls {
+		ev := pushEvent("a", i%26)
+		ev.Action = ActionPull
+		if err := n.Notify(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+		if i%maxBatch == 0 {
+			// Let the writer run, as a registry's own requests would:
+			// the test must not outrun storage on a loaded machine.
+			waitFor(t, "the writer to keep up", func() bool {
+				n.mu.Lock()
+				defer n.mu.Unlock()
+				return n.pulls < maxPendingPulls/2
+			})
+		}
+	}
+	n.mu.Lock()
+	dropped := n.dropped
+	n.mu.Unlock()
+	if dropped != 0 {
+		t.Fatalf("%d pull events dropped", dropped)
+	}
+	waitFor(t, "all but the last partial batch in storage", func() bool {
+		return len(queued(t, d, n.InstanceID(), "hook")) >= pulls-maxBatch
+	})
+}
