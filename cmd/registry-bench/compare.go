@@ -142,9 +142,9 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	limits := b.limits(stdout)
 
+	var sink *sink
 	if berthEnv.usesSink() {
-		sink, err := startSink()
-		if err != nil {
+		if sink, err = startSink(); err != nil {
 			return err
 		}
 		defer func() {
@@ -225,6 +225,14 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 						writeJSON(stdout, r)
 						c.Bound = strings.TrimPrefix(r.Test, "limit-")
 						c.Bounds = append(c.Bounds, r.Value)
+					}
+				}
+				if sink != nil {
+					// The events of the last run are delivered first,
+					// so neither registry's run pays for them.
+					if waited := sink.waitIdle(ctx, time.Second, 10*time.Minute); waited > 2*time.Second {
+						fmt.Fprintf(stderr, "waited %v for the webhook receiver to go idle before %s round %d on %s\n",
+							waited.Round(time.Second), test, round, t.name)
 					}
 				}
 				flushDirtyPages()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -78,3 +79,19 @@ func startSink() (*sink, error) {
 }
 
 func (s *sink) close() { _ = s.srv.Close() }
+
+// waitIdle returns once no POST has arrived for quiet, or after max, and
+// says how long it waited.
+func (s *sink) waitIdle(ctx context.Context, quiet, max time.Duration) time.Duration {
+	start := time.Now()
+	last, since := s.posts.Load(), start
+	for time.Since(start) < max && ctx.Err() == nil {
+		time.Sleep(quiet / 10)
+		if n := s.posts.Load(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			break
+		}
+	}
+	return time.Since(start)
+}

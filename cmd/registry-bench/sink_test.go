@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnvList(t *testing.T) {
@@ -88,5 +89,40 @@ func TestCompareWithBerthBaseline(t *testing.T) {
 	}
 	if !strings.Contains(logs("berth"), "registry listening") || strings.Contains(logs("berth-baseline"), "registry listening") {
 		t.Errorf("--berth-env reached the wrong registry:\nberth: %s\nbaseline: %s", logs("berth"), logs("berth-baseline"))
+	}
+}
+
+func TestSinkWaitIdle(t *testing.T) {
+	s, err := startSink()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := http.Post(s.url, "application/json", strings.NewReader(`{"events":[{}]}`))
+			if err == nil {
+				resp.Body.Close()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	// While POSTs keep coming, waitIdle waits until its limit.
+	if waited := s.waitIdle(context.Background(), 200*time.Millisecond, 600*time.Millisecond); waited < 600*time.Millisecond {
+		t.Fatalf("waited %v while POSTs kept coming, want the 600ms limit", waited)
+	}
+	close(stop)
+	<-done
+	// Once they stop, it returns after the quiet time, long before the limit.
+	if waited := s.waitIdle(context.Background(), 200*time.Millisecond, time.Minute); waited < 200*time.Millisecond || waited > 30*time.Second {
+		t.Fatalf("waited %v after the POSTs stopped", waited)
 	}
 }
