@@ -116,6 +116,7 @@ func compareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	b := newBencher(opt)
 	b.plain = *plain
 	berthSetup, distSetup := setup, setup
+	distSetup.debugAddr = "" // --berth-debug is the first Berth's only
 	var counters []*s3Counter
 	if *s3URL != "" {
 		if b.s3, err = newS3Store(*s3URL, *s3Key, *s3Secret); err != nil {
