@@ -232,10 +232,10 @@ func (n *Notifier) Close(ctx context.Context) error {
 	return err
 }
 
-// Notify implements Sink: it fills in each event's id, timestamp and
-// source, drops what no endpoint wants, and waits until the batch holding
-// the rest is in storage, unless all of them are pulls (which are written
-// within FlushInterval, without waiting).
+// Notify implements Sink: it fills in each event's timestamp and source
+// (its id when it is written), drops what no endpoint wants, and waits
+// until the batch holding the rest is in storage, unless all of them are
+// pulls (which are written within FlushInterval, without waiting).
 func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
 	var keep []Event
 	durable := false
@@ -243,9 +243,6 @@ func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
 	for _, ev := range events {
 		if !n.wanted(&ev) {
 			continue
-		}
-		if ev.ID == "" {
-			ev.ID = NewID()
 		}
 		if ev.Timestamp.IsZero() {
 			ev.Timestamp = now
@@ -298,6 +295,18 @@ func (n *Notifier) kick() {
 	case n.flushKick <- struct{}{}:
 	default:
 	}
+}
+
+// Wants reports whether some endpoint takes events of this action at all,
+// so that the registry need not make events nobody wants (pulls, most
+// often).
+func (n *Notifier) Wants(action string) bool {
+	for _, ep := range n.eps {
+		if !ep.ignoreActions[action] {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Notifier) wanted(ev *Event) bool {
@@ -377,6 +386,11 @@ func (n *Notifier) write(events []Event) error {
 	raw := make([][]byte, len(events))
 	for i := range events {
 		ev := &events[i]
+		if ev.ID == "" {
+			// Here rather than in Notify, off the request path; a
+			// batch written again (requeued pulls) keeps its ids.
+			ev.ID = NewID()
+		}
 		if n.includeRefs && ev.Target.Manifest != nil {
 			ev.Target.References = manifestReferences(ev.Target.Manifest)
 		}

@@ -529,3 +529,18 @@ func TestBusyPullsAreNotDropped(t *testing.T) {
 		return len(queued(t, d, n.InstanceID(), "hook")) >= pulls-maxBatch
 	})
 }
+
+func TestWants(t *testing.T) {
+	n, err := New(newDriver(t), Options{Endpoints: []Endpoint{
+		{Name: "a", URL: "http://127.0.0.1:9/", IgnoreActions: []string{"pull"}},
+		{Name: "b", URL: "http://127.0.0.1:9/", IgnoreActions: []string{"pull", "delete"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for action, want := range map[string]bool{"pull": false, "push": true, "delete": true, "mount": true} {
+		if got := n.Wants(action); got != want {
+			t.Errorf("Wants(%s) = %v, want %v", action, got, want)
+		}
+	}
+}

@@ -70,7 +70,7 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 				hdr.Del(k)
 			}
 			c.Redirect(http.StatusTemporaryRedirect, u)
-			if h.sink != nil {
+			if h.pulls {
 				h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, size))
 			}
 			return nil
@@ -87,7 +87,7 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 	_, err = io.CopyBuffer(c.Writer, io.LimitReader(rd, length), *bufp)
 	if err != nil {
 		h.log.Warn("blob download cut short", "repository", r.Name, "digest", r.Digest, "err", err)
-	} else if h.sink != nil {
+	} else if h.pulls {
 		h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, size))
 	}
 	return nil

@@ -95,6 +95,24 @@ func (h *Handler) notify(c *gin.Context, events ...notify.Event) error {
 	return h.sink.Notify(c.Request.Context(), events...)
 }
 
+// actionFilter is implemented by sinks that can say whether they take an
+// action's events at all (notify.Notifier).
+type actionFilter interface {
+	Wants(action string) bool
+}
+
+// sinkWants reports whether sink takes events of action: false for no
+// sink, true for one that cannot say.
+func sinkWants(sink notify.Sink, action string) bool {
+	if sink == nil {
+		return false
+	}
+	if f, ok := sink.(actionFilter); ok {
+		return f.Wants(action)
+	}
+	return true
+}
+
 // notifyPull hands pull events to the sink; the answer is already sent,
 // so a failure is only logged.
 func (h *Handler) notifyPull(c *gin.Context, ev notify.Event) {

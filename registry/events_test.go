@@ -50,3 +50,31 @@ func TestUnqueuedEventFailsRequest(t *testing.T) {
 		t.Fatalf("events %+v, want the push and the GET's pull (no event for HEAD)", sink.got)
 	}
 }
+
+// pushOnlySink takes every event but says it wants no pulls.
+type pushOnlySink struct{ failingSink }
+
+func (s *pushOnlySink) Notify(ctx context.Context, evs ...notify.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, evs...)
+	return nil
+}
+
+func (s *pushOnlySink) Wants(action string) bool { return action != notify.ActionPull }
+
+// TestNoPullEventsForASinkThatWantsNone: GETs make no event for a sink
+// that says it takes no pulls, and pushes still do.
+func TestNoPullEventsForASinkThatWantsNone(t *testing.T) {
+	sink := &pushOnlySink{}
+	h := newTestHandler(t, Config{Notify: sink})
+	blob := "hello"
+	dg := digest.FromString(blob)
+	run(t, h, []step{
+		{method: http.MethodPost, path: "/v2/team/app/blobs/uploads/?digest=" + dg.String(), body: blob, status: http.StatusCreated},
+		{method: http.MethodGet, path: "/v2/team/app/blobs/" + dg.String(), status: http.StatusOK, wantBody: blob},
+	})
+	if len(sink.got) != 1 || sink.got[0].Action != notify.ActionPush {
+		t.Fatalf("events %+v, want only the push", sink.got)
+	}
+}

@@ -48,7 +48,7 @@ func (h *Handler) getManifest(c *gin.Context, r Route) error {
 	c.Status(http.StatusOK)
 	if c.Request.Method == http.MethodGet {
 		_, _ = c.Writer.Write(m.Payload)
-		if h.sink != nil {
+		if h.pulls {
 			tag := ""
 			if r.Digest == "" {
 				tag = r.Reference

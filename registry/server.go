@@ -75,7 +75,9 @@ type Handler struct {
 	// bodyIdle is Config.BodyIdleTimeout resolved: 0 means no limit.
 	bodyIdle time.Duration
 	sink     notify.Sink
-	metrics  *httpMetrics // nil: off
+	// pulls: the sink takes pull events, so GETs make them.
+	pulls   bool
+	metrics *httpMetrics // nil: off
 }
 
 // apiRoute is the one route of the API (see ParseRoute).
@@ -85,7 +87,8 @@ const apiRoute = "/v2/*path"
 func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
 	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect,
-		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser(), sink: cfg.Notify}
+		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser(), sink: cfg.Notify,
+		pulls: sinkWants(cfg.Notify, notify.ActionPull)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
