@@ -237,36 +237,30 @@ func (n *Notifier) Close(ctx context.Context) error {
 // until the batch holding the rest is in storage, unless all of them are
 // pulls (which are written within FlushInterval, without waiting).
 func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
-	var keep []Event
-	durable := false
-	now := time.Now()
-	for _, ev := range events {
-		if !n.wanted(&ev) {
-			continue
+	wanted, durable := 0, false
+	for i := range events {
+		if n.wanted(&events[i]) {
+			wanted++
+			durable = durable || events[i].durable()
 		}
-		if ev.Timestamp.IsZero() {
-			ev.Timestamp = now
-		}
-		ev.Source = n.source
-		durable = durable || ev.durable()
-		keep = append(keep, ev)
 	}
-	if len(keep) == 0 {
+	if wanted == 0 {
 		return nil
 	}
+	now := time.Now()
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return ErrClosed
 	}
 	if !durable {
-		if n.pulls+len(keep) > maxPendingPulls {
-			n.dropped += len(keep)
+		if n.pulls+wanted > maxPendingPulls {
+			n.dropped += wanted
 			n.mu.Unlock()
 			return nil
 		}
-		n.pulls += len(keep)
-		n.pending = append(n.pending, keep...)
+		n.pulls += wanted
+		n.queue(events, now)
 		full := n.pulls >= maxBatch
 		n.mu.Unlock()
 		if full {
@@ -277,7 +271,7 @@ func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
 		return nil
 	}
 	done := make(chan error, 1)
-	n.pending = append(n.pending, keep...)
+	n.queue(events, now)
 	n.waiters = append(n.waiters, done)
 	n.mu.Unlock()
 	n.kick()
@@ -286,6 +280,21 @@ func (n *Notifier) Notify(ctx context.Context, events ...Event) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// queue appends the wanted events to pending, with their timestamp (now,
+// unless set) and source; n.mu is held.
+func (n *Notifier) queue(events []Event, now time.Time) {
+	for _, ev := range events {
+		if !n.wanted(&ev) {
+			continue
+		}
+		if ev.Timestamp.IsZero() {
+			ev.Timestamp = now
+		}
+		ev.Source = n.source
+		n.pending = append(n.pending, ev)
 	}
 }
 
@@ -340,7 +349,9 @@ func (n *Notifier) writer() {
 func (n *Notifier) flush() {
 	n.mu.Lock()
 	events, waiters, dropped := n.pending, n.waiters, n.dropped
-	n.pending, n.waiters, n.pulls, n.dropped = nil, nil, 0, 0
+	// The next batch is likely as large as this one: room for it at
+	// once, rather than growing (and copying) it event by event.
+	n.pending, n.waiters, n.pulls, n.dropped = make([]Event, 0, len(events)), nil, 0, 0
 	n.mu.Unlock()
 	if dropped > 0 {
 		n.log.Warn("notifications: pull events dropped: storage is not taking the queue's writes fast enough", "dropped", dropped)
@@ -407,30 +418,30 @@ func (n *Notifier) write(events []Event) error {
 	var files []file
 	now := time.Now()
 	for _, ep := range n.eps {
-		var body []byte
-		count := 0
-		emit := func() {
+		var wanted []int
+		for i := range events {
+			if ep.wants(&events[i]) {
+				wanted = append(wanted, i)
+			}
+		}
+		for len(wanted) > 0 {
+			chunk := wanted[:min(len(wanted), maxBatch)]
+			wanted = wanted[len(chunk):]
+			size := len(`{"events":[]}`)
+			for _, i := range chunk {
+				size += len(raw[i]) + 1
+			}
+			body := make([]byte, 0, size)
+			body = append(body, `{"events":[`...)
+			for k, i := range chunk {
+				if k > 0 {
+					body = append(body, ',')
+				}
+				body = append(body, raw[i]...)
+			}
 			body = append(body, "]}"...)
 			n.seq++
 			files = append(files, file{queueDir(n.instance, ep.dir) + "/" + batchName(now, n.seq), body})
-			body, count = nil, 0
-		}
-		for i := range events {
-			if !ep.wants(&events[i]) {
-				continue
-			}
-			if count == 0 {
-				body = append(body, `{"events":[`...)
-			} else {
-				body = append(body, ',')
-			}
-			body = append(body, raw[i]...)
-			if count++; count == maxBatch {
-				emit()
-			}
-		}
-		if count > 0 {
-			emit()
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
