@@ -2,7 +2,9 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -79,4 +81,25 @@ func (s *StorageCheck) Err() error {
 		return nil
 	}
 	return fmt.Errorf("%d storage checks in a row failed, the last: %w", s.failures, s.last)
+}
+
+// DebugHealth answers as Distribution's /debug/health does, for monitoring
+// written against it: 200 and {} while storage works, else 503 and an
+// object naming each failing check with its error. The errors are
+// internal detail: serve it on the debug listener, never the API's.
+func (h *Handler) DebugHealth(w http.ResponseWriter, r *http.Request) {
+	failing := map[string]string{}
+	if err := h.store.Writable(); err != nil {
+		failing["storage_writable"] = err.Error()
+	}
+	if h.check != nil {
+		if err := h.check.Err(); err != nil {
+			failing["storagedriver"] = err.Error()
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if len(failing) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(failing)
 }

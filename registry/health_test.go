@@ -2,8 +2,10 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -56,9 +58,22 @@ func TestStorageCheckFlipsReadiness(t *testing.T) {
 	if err := check.Err(); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Err = %v, want the last failure", err)
 	}
+	// Distribution's /debug/health says the same, with the cause.
+	rec := httptest.NewRecorder()
+	h.DebugHealth(rec, httptest.NewRequest("GET", "/debug/health", nil))
+	var failing map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &failing); err != nil || rec.Code != 503 ||
+		len(failing) != 1 || !strings.Contains(failing["storagedriver"], "connection refused") {
+		t.Fatalf("/debug/health: %d %s (%v)", rec.Code, rec.Body, err)
+	}
 	d.away.Store(false)
 	check.Check(ctx)
 	run(t, h, []step{{method: "GET", path: "/readyz", status: 200}})
+	rec = httptest.NewRecorder()
+	h.DebugHealth(rec, httptest.NewRequest("GET", "/debug/health", nil))
+	if rec.Code != 200 || rec.Body.String() != "{}\n" {
+		t.Fatalf("/debug/health after recovery: %d %q", rec.Code, rec.Body)
+	}
 }
 
 // TestStorageCheckRuns: Run checks at once and then every interval, so

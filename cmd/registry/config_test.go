@@ -136,6 +136,15 @@ func TestDebugListener(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("debug listener: %d", resp.StatusCode)
 	}
+	resp, err = http.Get("http://127.0.0.1:" + port + "/debug/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "{}\n" {
+		t.Fatalf("/debug/health of a healthy registry: %d %q", resp.StatusCode, body)
+	}
 	resp, err = srv.tr.RoundTrip(mustRequest(t, "GET", srv.url("/debug/pprof/")))
 	if err != nil {
 		t.Fatal(err)

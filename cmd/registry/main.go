@@ -223,7 +223,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		defer plain.Close()
 	}
 	if cfg.HTTP.Debug.Addr != "" {
-		debug, err := startDebug(cfg.HTTP.Debug.Addr, log, cfg.HTTP.Debug.Prometheus.Path, metricsHandler)
+		debug, err := startDebug(cfg.HTTP.Debug.Addr, log, cfg.HTTP.Debug.Prometheus.Path, metricsHandler, http.HandlerFunc(handler.DebugHealth))
 		if err != nil {
 			ln.Close()
 			return err
@@ -280,9 +280,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	return nil
 }
 
-// startDebug serves Go's profiler on its own listener at addr, and the
-// metrics at metricsPath when metrics is not nil.
-func startDebug(addr string, log *slog.Logger, metricsPath string, metrics http.Handler) (*http.Server, error) {
+// startDebug serves Go's profiler on its own listener at addr, the
+// Distribution-style /debug/health, and the metrics at metricsPath when
+// metrics is not nil.
+func startDebug(addr string, log *slog.Logger, metricsPath string, metrics, health http.Handler) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -292,6 +293,7 @@ func startDebug(addr string, log *slog.Logger, metricsPath string, metrics http.
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.Handle("/debug/health", health)
 	if metrics != nil {
 		mux.Handle(metricsPath, metrics)
 	}
