@@ -16,8 +16,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/berth-registry/berth/internal/miniotest"
 	"github.com/berth-registry/berth/storage/driver"
 	"github.com/berth-registry/berth/storage/driver/filesystem"
+	"github.com/berth-registry/berth/storage/driver/s3"
 )
 
 func newDriver(t *testing.T) driver.Driver {
@@ -355,8 +357,25 @@ func TestHangingEndpoint(t *testing.T) {
 // TestAdoption: a process that dies with events queued (its heartbeat
 // stops) has them delivered by another, with their ids; one that closes
 // hands them over at once.
-func TestAdoption(t *testing.T) {
-	d := newDriver(t)
+func TestAdoption(t *testing.T) { testAdoption(t, newDriver(t)) }
+
+// TestAdoptionOnS3: the same on a bucket of a real MinIO, where replicas
+// share their queues.
+func TestAdoptionOnS3(t *testing.T) {
+	srv := miniotest.Shared(t)
+	secure := false
+	d, err := s3.New(context.Background(), s3.Options{
+		RegionEndpoint: srv.Endpoint, Bucket: srv.NewBucket(t), ForcePathStyle: true,
+		AccessKey: miniotest.AccessKey, SecretKey: miniotest.SecretKey, Secure: &secure,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testAdoption(t, d)
+}
+
+// testAdoption is TestAdoption on d.
+func testAdoption(t *testing.T, d driver.Driver) {
 	rc := newReceiver(t)
 	rc.fail.Store(true)
 	opts := Options{Endpoints: []Endpoint{{Name: "hook", URL: rc.srv.URL, Threshold: 1, Backoff: time.Hour}}, AdoptAfter: 400 * time.Millisecond}
