@@ -85,6 +85,11 @@ type Config struct {
 		// cut (default 60s; negative: never). A request on an upload that
 		// a stalled one holds waits up to 1¼ of it, then gets 429.
 		BodyIdleTimeout time.Duration `yaml:"bodyidletimeout"`
+		// Secret is accepted so that a Distribution config.yml that sets
+		// it starts unchanged, and has no effect: Distribution signs upload
+		// state into upload URLs with it, Berth keeps that state in
+		// storage. The registry logs that it is ignored.
+		Secret string `yaml:"secret"`
 		// Debug serves Go's profiler (net/http/pprof) on a separate
 		// listener, as Distribution's http.debug does. Keep it on
 		// loopback: profiles reveal internals.

@@ -365,3 +365,14 @@ func TestConfigHealthAndReadOnly(t *testing.T) {
 		t.Fatalf("from the environment: %+v, readonly %v", c.Health.StorageDriver, c.Storage.Maintenance.ReadOnly.Enabled)
 	}
 }
+
+// TestConfigAcceptsHTTPSecret: a Distribution config.yml with http.secret
+// loads (the key has no effect in Berth).
+func TestConfigAcceptsHTTPSecret(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte("version: 0.1\nhttp: {addr: ':5000', secret: asecretforlocaldevelopment}\n"), 0o600)
+	c, err := loadConfig(path)
+	if err != nil || c.HTTP.Secret != "asecretforlocaldevelopment" {
+		t.Fatalf("http.secret: %v, %q", err, c.HTTP.Secret)
+	}
+}

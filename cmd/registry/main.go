@@ -247,6 +247,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	}()
 	log.Info("registry listening", "addr", ln.Addr().String(), "tls", tlsOn,
 		"storage", where, "delete", cfg.Storage.Delete.Enabled, "readonly", readOnly, "version", versionString())
+	if cfg.HTTP.Secret != "" {
+		log.Info("http.secret is ignored: upload state is kept in storage, not signed into upload URLs")
+	}
 	if !tlsOn {
 		log.Warn("serving plain HTTP (http.tls.disabled): only behind a TLS-terminating proxy")
 	}
