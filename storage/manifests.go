@@ -197,6 +197,21 @@ type PutManifestResult struct {
 // every tag; sha256 otherwise. All tags are validated before anything is
 // written: a refused push changes nothing.
 func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, payload []byte, tags ...string) (PutManifestResult, error) {
+	return s.putManifest(ctx, name, ref, contentType, payload, true, tags)
+}
+
+// PutMirroredManifest is PutManifest without checking the manifest's
+// references, for a pull-through cache (package proxy): a mirrored
+// manifest is stored when a client asks for it, before any of its blobs,
+// which are fetched from the upstream when asked for in turn. Everything
+// else (validation, digest, tags, referrers) is PutManifest's.
+func (s *Store) PutMirroredManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
+	return s.putManifest(ctx, name, ref, contentType, payload, false, nil)
+}
+
+// putManifest is PutManifest; checkRefs false skips the check of the
+// manifest's references (and their promises).
+func (s *Store) putManifest(ctx context.Context, name, ref, contentType string, payload []byte, checkRefs bool, tags []string) (PutManifestResult, error) {
 	if err := ValidateName(name); err != nil {
 		return PutManifestResult{}, err
 	}
@@ -248,7 +263,12 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 		old        []digest.Digest
 		checkFirst = func() error {
 			return concurrently(
-				func() (err error) { refs, err = checkReferences(ctx, doc, have); return err },
+				func() (err error) {
+					if checkRefs {
+						refs, err = checkReferences(ctx, doc, have)
+					}
+					return err
+				},
 				func() (err error) {
 					data, err = s.statFile(ctx, blobDataPath(dg))
 					stored = err == nil
@@ -267,7 +287,9 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 		}
 	}
 	for _, child := range doc.Manifests {
-		old = append(old, child.Digest) // a young manifest may have an old revision link here
+		if checkRefs {
+			old = append(old, child.Digest) // a young manifest may have an old revision link here
+		}
 	}
 	if linked || (stored && !s.young(data.ModTime)) {
 		old = append(old, dg)

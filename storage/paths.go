@@ -17,6 +17,7 @@ import (
 //	├── doomed/blobs/<alg>/<hex>                                a collection is removing this digest
 //	├── doomed/tags/<name>/@<tag>                               retention is removing this tag
 //	├── gc/lock                                                 the collection running, if any
+//	├── proxy/fetched/<name>/@<tag>                             when a pull-through cache last fetched the tag (RFC 3339)
 //	└── events/<instance>/…                                     the notification queue (package notify)
 //
 // Upload hash states are kept in memory, not in
