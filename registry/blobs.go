@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/notify"
+	"github.com/berth-registry/berth/storage"
 )
 
 // downloadBuffers hold what a blob download copies at a time: large
@@ -29,6 +31,20 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 		// A client that asks whether a blob exists is about to rely on
 		// it (a push skips the layer); a download needs no promise.
 		stat = h.store.CheckBlob
+	}
+	if h.proxy.Mirrors(r.Name) {
+		stat = h.proxy.StatBlob
+		if c.Request.Method == http.MethodGet {
+			if _, err := h.store.StatBlob(ctx, r.Name, r.Digest); errors.Is(err, storage.ErrBlobUnknown) {
+				if c.GetHeader("Range") == "" {
+					return h.pullThrough(c, r)
+				}
+				// A range of a blob not yet here: the whole blob first.
+				if err := h.proxy.FetchBlob(ctx, r.Name, r.Digest); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	size, err := stat(ctx, r.Name, r.Digest)
 	if err != nil {
@@ -89,6 +105,40 @@ func (h *Handler) getBlob(c *gin.Context, r Route) error {
 		h.log.Warn("blob download cut short", "repository", r.Name, "digest", r.Digest, "err", err)
 	} else if h.pulls {
 		h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, size))
+	}
+	return nil
+}
+
+// pullThrough answers a GET of a blob of a mirrored repository that is not
+// stored: the proxy's reader, streamed from the upstream while it is
+// stored, or from storage once a concurrent fetch of it has ended.
+func (h *Handler) pullThrough(c *gin.Context, r Route) error {
+	rd, size, err := h.proxy.OpenBlob(c.Request.Context(), r.Name, r.Digest)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	hdr := c.Writer.Header()
+	hdr.Set("Docker-Content-Digest", r.Digest.String())
+	hdr.Set("ETag", `"`+r.Digest.String()+`"`)
+	hdr.Set("Cache-Control", "max-age=31536000")
+	hdr.Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	c.Status(http.StatusOK)
+	bufp := downloadBuffers.Get().(*[]byte)
+	defer downloadBuffers.Put(bufp)
+	n, err := io.CopyBuffer(c.Writer, rd, *bufp)
+	if err != nil {
+		// The upstream failed, or its content did not match the digest
+		// (nothing was stored), or the client went away: the response is
+		// cut short, so the client does not take it for the blob.
+		h.log.Warn("pull-through blob download cut short", "repository", r.Name, "digest", r.Digest, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if h.pulls {
+		h.notifyPull(c, h.blobEvent(c, notify.ActionPull, r.Name, r.Digest, n))
 	}
 	return nil
 }

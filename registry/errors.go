@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -20,6 +21,8 @@ var (
 	errUnsupported = errors.New("the operation is unsupported")
 	// errReadOnly: a write while the registry is in read-only mode.
 	errReadOnly = fmt.Errorf("%w: the registry is in read-only mode", errUnsupported)
+	// errMirrored: a write to a repository that is a pull-through cache.
+	errMirrored = fmt.Errorf("%w: %w", errUnsupported, proxy.ErrMirrored)
 	// errSizeInvalid: Content-Length and Content-Range disagree.
 	errSizeInvalid = errors.New("provided length did not match content length")
 	// errRangeInvalid: a Range header that cannot be served.
@@ -64,6 +67,8 @@ func classify(err error) (int, apiError) {
 		return 401, apiError{Code: "DENIED", Message: ErrInsufficientScope.Error()}
 	case errors.Is(err, ErrDenied):
 		return 403, apiError{Code: "DENIED", Message: ErrDenied.Error()}
+	case errors.Is(err, proxy.ErrUpstream):
+		return 502, apiError{Code: "UNAVAILABLE", Message: "the upstream registry of this pull-through cache failed: retry later"}
 	case errors.Is(err, storage.ErrNameInvalid):
 		return 400, apiError{Code: "NAME_INVALID", Message: err.Error()}
 	case errors.Is(err, storage.ErrTagInvalid):
@@ -105,6 +110,8 @@ func classify(err error) (int, apiError) {
 		return 404, apiError{Code: "NAME_UNKNOWN", Message: storage.ErrNameUnknown.Error()}
 	case errors.Is(err, errRouteUnknown):
 		return 404, apiError{Code: "NOT_FOUND", Message: errRouteUnknown.Error()}
+	case errors.Is(err, errMirrored):
+		return 405, apiError{Code: "UNSUPPORTED", Message: "the repository is a pull-through cache of an upstream registry: pushes and deletes are refused"}
 	case errors.Is(err, errReadOnly):
 		return 405, apiError{Code: "UNSUPPORTED", Message: "the registry is in read-only mode: pushes and deletes are refused"}
 	case errors.Is(err, errUnsupported):

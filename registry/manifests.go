@@ -22,7 +22,9 @@ func manifestLocation(name string, dg digest.Digest) string {
 
 func (h *Handler) getManifest(c *gin.Context, r Route) error {
 	get := h.store.GetManifest
-	if c.Request.Method == http.MethodHead && r.Digest != "" {
+	if h.proxy.Mirrors(r.Name) {
+		get = h.proxy.GetManifest
+	} else if c.Request.Method == http.MethodHead && r.Digest != "" {
 		// A client asking whether a manifest exists by digest is about to
 		// rely on it (a push skips an index's child that exists); a pull
 		// needs no promise.

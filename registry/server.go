@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berth-registry/berth/notify"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -59,6 +60,12 @@ type Config struct {
 	// Metrics receives the HTTP metrics (berth_http_*, see metrics.go).
 	// Nil: none are kept, at no cost.
 	Metrics prometheus.Registerer
+	// Proxy makes the repositories it mirrors pull-through caches of
+	// their upstreams: manifests and blobs that are not stored are
+	// fetched, and writes are refused with 405 UNSUPPORTED after
+	// authorization. Its store must be Store. Nil: no repository is
+	// mirrored.
+	Proxy *proxy.Proxy
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -78,6 +85,7 @@ type Handler struct {
 	// pulls: the sink takes pull events, so GETs make them.
 	pulls   bool
 	metrics *httpMetrics // nil: off
+	proxy   *proxy.Proxy // nil: none
 }
 
 // apiRoute is the one route of the API (see ParseRoute).
@@ -88,7 +96,7 @@ func New(cfg Config) *Handler {
 	gin.SetMode(gin.ReleaseMode)
 	h := &Handler{store: cfg.Store, log: cfg.Logger, authz: cfg.Authorizer, delete: cfg.DeleteEnabled, redirect: cfg.Redirect,
 		readOnly: cfg.ReadOnly, check: cfg.StorageCheck, memory: newMemoryReleaser(), sink: cfg.Notify,
-		pulls: sinkWants(cfg.Notify, notify.ActionPull)}
+		pulls: sinkWants(cfg.Notify, notify.ActionPull), proxy: cfg.Proxy}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -188,6 +196,10 @@ func (h *Handler) serve(c *gin.Context) {
 	}
 	if h.readOnly && writes(c.Request.Method) {
 		h.fail(c, errReadOnly)
+		return
+	}
+	if writes(c.Request.Method) && h.proxy.Mirrors(route.Name) {
+		h.fail(c, errMirrored)
 		return
 	}
 	if h.metrics != nil && (route.Kind == KindUpload || route.Kind == KindUploadStart) {
