@@ -5,10 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/berth-registry/berth/internal/config"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/driver/s3"
@@ -202,6 +204,94 @@ type Config struct {
 	// Notifications sends an event for every push, pull, mount and
 	// deletion to webhooks, queued in storage (see package notify).
 	Notifications NotificationsConfig `yaml:"notifications"`
+	// Proxy makes the registry a pull-through cache (see package proxy).
+	Proxy ProxyConfig `yaml:"proxy"`
+
+	// proxyTransport, when set (by tests), carries the requests to every
+	// upstream. Nil: http.DefaultTransport.
+	proxyTransport http.RoundTripper
+}
+
+// ProxyConfig is Distribution's proxy section, plus Berth's upstreams.
+// With remoteurl set, every repository is a mirror of that one registry
+// (Docker's registry-mirrors: library/alpine for Docker Hub's alpine) and
+// nothing can be pushed; upstreams instead mirror one registry per
+// repository prefix, beside ordinary repositories. Not both. Passwords
+// are never logged.
+type ProxyConfig struct {
+	// RemoteURL is the registry mirrored (https://registry-1.docker.io).
+	// Empty: Distribution's mode is off.
+	RemoteURL string `yaml:"remoteurl"`
+	// Username and Password authenticate to it. Empty: anonymous.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// TTL is how long a manifest fetched by tag is served before it is
+	// fetched again (default 168h, Distribution's; see the README for how
+	// Berth's meaning differs).
+	TTL time.Duration `yaml:"ttl"`
+	// Upstreams is Berth's: several mirrored registries, each under its
+	// prefix. From the environment the whole list is one YAML value
+	// (REGISTRY_PROXY_UPSTREAMS='[{prefix: hub, remoteurl:
+	// "https://registry-1.docker.io"}]'). Empty: none.
+	Upstreams []UpstreamConfig `yaml:"upstreams"`
+}
+
+// UpstreamConfig is one entry of proxy.upstreams.
+type UpstreamConfig struct {
+	// Prefix is the first component(s) of the local repositories that
+	// mirror this registry ("hub": hub/library/alpine is library/alpine
+	// there). Required; prefixes must not overlap.
+	Prefix    string `yaml:"prefix"`
+	RemoteURL string `yaml:"remoteurl"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+	// TTL: as proxy.ttl. Zero: proxy.ttl.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// proxyUpstreams maps the proxy section onto the proxy's upstreams
+// (none when it is off).
+func (c *Config) proxyUpstreams() []proxy.Upstream {
+	p := c.Proxy
+	if p.RemoteURL != "" {
+		return []proxy.Upstream{{RemoteURL: p.RemoteURL, Username: p.Username, Password: p.Password, TTL: p.TTL}}
+	}
+	var ups []proxy.Upstream
+	for _, u := range p.Upstreams {
+		ttl := u.TTL
+		if ttl == 0 {
+			ttl = p.TTL
+		}
+		ups = append(ups, proxy.Upstream{Prefix: u.Prefix, RemoteURL: u.RemoteURL, Username: u.Username, Password: u.Password, TTL: ttl})
+	}
+	return ups
+}
+
+// validateProxy checks the proxy section; errors name the key, never a
+// password.
+func (c *Config) validateProxy() error {
+	p := c.Proxy
+	if p.RemoteURL != "" && len(p.Upstreams) > 0 {
+		return fmt.Errorf("config: proxy: set remoteurl (one upstream for every repository) or upstreams, not both")
+	}
+	if p.RemoteURL == "" && (p.Username != "" || p.Password != "") {
+		return fmt.Errorf("config: proxy.username and proxy.password need proxy.remoteurl")
+	}
+	if p.TTL <= 0 {
+		return fmt.Errorf("config: proxy.ttl is %v: want a positive duration", p.TTL)
+	}
+	for i, u := range p.Upstreams {
+		if u.Prefix == "" {
+			return fmt.Errorf("config: proxy.upstreams[%d].prefix is empty (use proxy.remoteurl to mirror every repository)", i)
+		}
+		if u.TTL < 0 {
+			return fmt.Errorf("config: proxy.upstreams[%d].ttl is %v: want a positive duration, or none for the default", i, u.TTL)
+		}
+	}
+	if err := proxy.Validate(c.proxyUpstreams()); err != nil {
+		return fmt.Errorf("config: proxy: %w", err)
+	}
+	return nil
 }
 
 // GCConfig is the storage.gc section.
@@ -358,6 +448,7 @@ func defaultConfig() Config {
 	c.HTTP.TLS.PrivateCA.Dir = "certs"
 	c.Auth.Token.JWKSRefresh = 5 * time.Minute
 	c.Auth.Htpasswd.Realm = "Berth registry"
+	c.Proxy.TTL = proxy.DefaultTTL
 	return c
 }
 
@@ -409,6 +500,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: health.storagedriver needs a positive interval and threshold (got %v, %d)", h.Interval, h.Threshold)
 	}
 	if err := c.Notifications.validate(); err != nil {
+		return err
+	}
+	if err := c.validateProxy(); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/berth-registry/berth/internal/cli"
 	"github.com/berth-registry/berth/internal/config"
 	"github.com/berth-registry/berth/notify"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/driver/metered"
@@ -182,6 +183,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		}()
 		sink = notifier
 	}
+	var mirror *proxy.Proxy
+	if ups := cfg.proxyUpstreams(); len(ups) > 0 {
+		for i := range ups {
+			ups[i].Transport = cfg.proxyTransport
+			log.Info("pull-through cache", "prefix", ups[i].Prefix, "remoteurl", ups[i].RemoteURL,
+				"authenticated", ups[i].Username != "", "ttl", ups[i].TTL)
+		}
+		if mirror, err = proxy.New(store, ups, log); err != nil {
+			return err
+		}
+	}
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -193,6 +205,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		StorageCheck:    check,
 		Notify:          sink,
 		Metrics:         metrics,
+		Proxy:           mirror,
 	})
 	srv := &http.Server{
 		Handler:           handler,

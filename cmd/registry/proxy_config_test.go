@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-registry/berth/proxy"
+)
+
+func TestConfigProxyKeys(t *testing.T) {
+	c, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Proxy.TTL != 168*time.Hour || len(c.proxyUpstreams()) != 0 {
+		t.Fatalf("default proxy: ttl %v, upstreams %v; want 168h and none", c.Proxy.TTL, c.proxyUpstreams())
+	}
+
+	// Distribution's section: one upstream, every repository.
+	path := filepath.Join(t.TempDir(), "config.yml")
+	os.WriteFile(path, []byte("version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n  password: p\n  ttl: 1h\n"), 0o600)
+	c, err = loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []proxy.Upstream{{RemoteURL: "https://registry-1.docker.io", Username: "u", Password: "p", TTL: time.Hour}}
+	if got := c.proxyUpstreams(); len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("proxy section = %+v, want %+v", got, want)
+	}
+
+	// Berth's upstreams, from the environment; an entry without ttl has
+	// proxy.ttl.
+	t.Setenv("REGISTRY_PROXY_UPSTREAMS", `[{prefix: hub, remoteurl: "https://registry-1.docker.io", ttl: 5m}, {prefix: mirrors/mcr, remoteurl: "https://mcr.microsoft.com", username: x, password: secret}]`)
+	t.Setenv("REGISTRY_PROXY_TTL", "2h")
+	c, err = loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.proxyUpstreams()
+	if len(got) != 2 || got[0].Prefix != "hub" || got[0].TTL != 5*time.Minute ||
+		got[1].Prefix != "mirrors/mcr" || got[1].TTL != 2*time.Hour || got[1].Password != "secret" {
+		t.Fatalf("upstreams from the environment = %+v", got)
+	}
+}
+
+func TestConfigProxyValidation(t *testing.T) {
+	for _, tc := range []struct {
+		env, want string
+	}{
+		{`[{prefix: hub, remoteurl: "https://a"}, {prefix: hub, remoteurl: "https://b"}]`, "overlap"},
+		{`[{prefix: hub, remoteurl: "https://a"}, {prefix: hub/x, remoteurl: "https://b"}]`, "overlap"},
+		{`[{prefix: Hub, remoteurl: "https://a"}]`, "not a valid repository name"},
+		{`[{prefix: "hub/", remoteurl: "https://a"}]`, "not a valid repository name"},
+		{`[{prefix: "", remoteurl: "https://a"}]`, "prefix is empty"},
+		{`[{prefix: hub, remoteurl: "ftp://a"}]`, "remoteurl"},
+		{`[{prefix: hub, remoteurl: "https://a/v2/x"}]`, "remoteurl"},
+		{`[{prefix: hub, remoteurl: "https://user:hunter2@a"}]`, "remoteurl"},
+		{`[{prefix: hub, remoteurl: "https://a", ttl: -1s}]`, "ttl"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			t.Setenv("REGISTRY_PROXY_UPSTREAMS", tc.env)
+			_, err := loadConfig("")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%s: %v, want an error with %q", tc.env, err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the error shows a password: %v", err)
+			}
+		})
+	}
+	t.Run("both", func(t *testing.T) {
+		t.Setenv("REGISTRY_PROXY_REMOTEURL", "https://a")
+		t.Setenv("REGISTRY_PROXY_UPSTREAMS", `[{prefix: hub, remoteurl: "https://b"}]`)
+		if _, err := loadConfig(""); err == nil || !strings.Contains(err.Error(), "not both") {
+			t.Fatalf("remoteurl and upstreams: %v", err)
+		}
+	})
+}
