@@ -149,7 +149,11 @@ func Validate(ups []Upstream) error {
 		parsed, err := url.Parse(u.RemoteURL)
 		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" ||
 			strings.Trim(parsed.Path, "/") != "" || parsed.RawQuery != "" || parsed.User != nil {
-			return fmt.Errorf("upstream %d: remoteurl %q: want http(s)://host[:port] with no path, query or credentials", i, u.RemoteURL)
+			shown := "(unparsable)"
+			if err == nil {
+				shown = parsed.Redacted() // credentials never reach a log
+			}
+			return fmt.Errorf("upstream %d: remoteurl %s: want http(s)://host[:port] with no path, query or credentials", i, shown)
 		}
 		if u.TTL < 0 {
 			return fmt.Errorf("upstream %d: ttl %v is negative", i, u.TTL)
@@ -175,7 +179,7 @@ func Validate(ups []Upstream) error {
 // lookup returns the upstream that mirrors local repository name and the
 // name it has there, or nil.
 func (p *Proxy) lookup(local string) (*upstream, string) {
-	if p == nil {
+	if p == nil || local == "" {
 		return nil, ""
 	}
 	for _, u := range p.upstreams {
