@@ -1,0 +1,337 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// upstreamCounter is the transport a mirror reaches its upstream through:
+// it counts the upstream requests by kind, and can hold a blob download
+// after its first bytes until released.
+type upstreamCounter struct {
+	inner http.RoundTripper
+	mu    sync.Mutex
+	// counts: "GET blob sha256:…", "GET manifest v1", …
+	counts map[string]int
+	// hold, when set, makes a blob GET's body stop after holdAfter bytes
+	// until hold is closed; held is closed when that happens.
+	hold      chan struct{}
+	holdAfter int64
+	held      chan struct{}
+	heldOnce  sync.Once
+}
+
+func newUpstreamCounter(inner http.RoundTripper) *upstreamCounter {
+	return &upstreamCounter{inner: inner, counts: map[string]int{}}
+}
+
+func (u *upstreamCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	kind := "other"
+	path := req.URL.Path
+	if i := strings.LastIndex(path, "/blobs/"); i >= 0 {
+		kind = "blob " + path[i+len("/blobs/"):]
+	} else if i := strings.LastIndex(path, "/manifests/"); i >= 0 {
+		kind = "manifest " + path[i+len("/manifests/"):]
+	}
+	u.mu.Lock()
+	u.counts[req.Method+" "+kind]++
+	hold, after, held := u.hold, u.holdAfter, u.held
+	u.mu.Unlock()
+	resp, err := u.inner.RoundTrip(req)
+	if err == nil && hold != nil && req.Method == http.MethodGet && strings.HasPrefix(kind, "blob ") && resp.StatusCode == 200 {
+		resp.Body = &heldBody{ReadCloser: resp.Body, left: after, hold: hold, held: func() { u.heldOnce.Do(func() { close(held) }) }}
+	}
+	return resp, err
+}
+
+// count returns how many requests of method and kind prefix were made.
+func (u *upstreamCounter) count(prefix string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for k, v := range u.counts {
+		if strings.HasPrefix(k, prefix) {
+			n += v
+		}
+	}
+	return n
+}
+
+type heldBody struct {
+	io.ReadCloser
+	left int64
+	hold chan struct{}
+	held func() // called when the body starts to wait for hold
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		b.held()
+		<-b.hold
+		return b.ReadCloser.Read(p)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// mirrorOf starts a registry whose repositories under each prefix mirror
+// the upstream given with it, through counters, with ttl.
+func startMirror(t *testing.T, ttl time.Duration, ups map[string]*testServer, user, password string) (*testServer, map[string]*upstreamCounter) {
+	t.Helper()
+	counters := map[string]*upstreamCounter{}
+	var routes = map[string]http.RoundTripper{}
+	for prefix, up := range ups {
+		counters[prefix] = newUpstreamCounter(up.tr)
+		routes[up.addr] = counters[prefix]
+	}
+	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
+		c.Proxy.TTL = ttl
+		for prefix, up := range ups {
+			c.Proxy.Upstreams = append(c.Proxy.Upstreams, UpstreamConfig{Prefix: prefix, RemoteURL: "https://" + up.addr, Username: user, Password: password})
+		}
+		// One transport for all upstreams, routing by host to each
+		// upstream's own (they share a name, not a port); the token
+		// server's host goes with the upstream that knows it.
+		c.proxyTransport = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if rt, ok := routes[req.URL.Host]; ok {
+				return rt.RoundTrip(req)
+			}
+			for _, up := range ups {
+				if up.aliasPort(authHost) != "" {
+					return up.tr.RoundTrip(req)
+				}
+			}
+			return nil, io.ErrUnexpectedEOF
+		})
+	}, nil)
+	return mirror, counters
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestPullThroughCache runs a registry with two mirrored prefixes, one of
+// an upstream with token auth (the real token server), one of an open
+// upstream, and ordinary repositories beside them.
+func TestPullThroughCache(t *testing.T) {
+	secure, _ := startTokenAuthRegistry(t, nil)
+	open := startServer(t, t.TempDir())
+	alice := remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"})
+	img1, img2 := randomImage(t, 3), randomImage(t, 2)
+	upRepo := secure.repo(t, "team/app")
+	if err := remote.Write(upRepo.Tag("v1"), img1, append(secure.opts(t), alice)...); err != nil {
+		t.Fatal(err)
+	}
+	openImg := randomImage(t, 1)
+	if err := remote.Write(open.repo(t, "library/base").Tag("latest"), openImg, open.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+
+	const ttl = 2 * time.Second
+	mirror, counters := startMirror(t, ttl, map[string]*testServer{"hub": secure, "mirrors/open": open}, "alice", "alice-password")
+	hub := counters["hub"]
+	local := mirror.repo(t, "hub/team/app")
+	pull := func(ref string) v1.Image {
+		t.Helper()
+		var r = local.Tag(ref)
+		img, err := remote.Image(r, mirror.opts(t)...)
+		if err != nil {
+			t.Fatalf("pull %s through the mirror: %v", r, err)
+		}
+		return img
+	}
+
+	// First pull: the upstream's image, each blob fetched once.
+	fetched := time.Now()
+	checkSameImage(t, img1, pull("v1"))
+	if n := hub.count("GET blob"); n != 4 {
+		t.Errorf("first pull fetched %d blobs from the upstream, want 4 (config and 3 layers)", n)
+	}
+	if n := hub.count("GET manifest v1"); n != 1 {
+		t.Errorf("first pull fetched the manifest %d times, want 1", n)
+	}
+
+	// Again, within the ttl: nothing from the upstream.
+	checkSameImage(t, img1, pull("v1"))
+	if time.Since(fetched) < ttl {
+		if n := hub.count("GET manifest"); n != 1 {
+			t.Errorf("a pull within the ttl asked the upstream for the manifest (%d GETs in all)", n)
+		}
+	}
+	if n := hub.count("GET blob"); n != 4 {
+		t.Errorf("a second pull fetched blobs again: %d blob GETs in all, want 4", n)
+	}
+
+	// The tag moves upstream: seen only once the ttl has passed.
+	moved := time.Now()
+	if err := remote.Write(upRepo.Tag("v1"), img2, append(secure.opts(t), alice)...); err != nil {
+		t.Fatal(err)
+	}
+	got := pull("v1")
+	if time.Since(fetched) < ttl && imageDigest(t, got) != imageDigest(t, img1) {
+		t.Errorf("within the ttl the mirror served %s, want the cached %s", imageDigest(t, got), imageDigest(t, img1))
+	}
+	time.Sleep(time.Until(moved.Add(ttl + 100*time.Millisecond)))
+	checkSameImage(t, img2, pull("v1"))
+
+	// The second prefix mirrors the other upstream.
+	gotOpen, err := remote.Image(mirror.repo(t, "mirrors/open/library/base").Tag("latest"), mirror.opts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSameImage(t, openImg, gotOpen)
+	if counters["mirrors/open"].count("GET blob") != 2 || hub.count("GET blob") != 4+3 {
+		t.Errorf("blob GETs: open %d (want 2), hub %d (want 7)", counters["mirrors/open"].count("GET blob"), hub.count("GET blob"))
+	}
+
+	// A repository outside the prefixes takes pushes; a mirrored one
+	// refuses them with 405 UNSUPPORTED.
+	mine := randomImage(t, 1)
+	if err := remote.Write(mirror.repo(t, "team/mine").Tag("v1"), mine, mirror.opts(t)...); err != nil {
+		t.Fatalf("push to an ordinary repository: %v", err)
+	}
+	if got, err := remote.Image(mirror.repo(t, "team/mine").Tag("v1"), mirror.opts(t)...); err != nil {
+		t.Fatal(err)
+	} else {
+		checkSameImage(t, mine, got)
+	}
+	if err := remote.Write(mirror.repo(t, "hub/team/app").Tag("v9"), mine, mirror.opts(t)...); statusOf(err) != 405 {
+		t.Errorf("push into a mirrored prefix: %v, want 405", err)
+	}
+	for _, req := range []struct{ method, path string }{
+		{"POST", "/v2/hub/team/other/blobs/uploads/"},
+		{"PUT", "/v2/hub/team/app/manifests/v1"},
+		{"DELETE", "/v2/mirrors/open/library/base/manifests/latest"},
+	} {
+		resp, body := mirror.do(t, req.method, mirror.url(req.path), nil, nil)
+		if resp.StatusCode != 405 || !bytes.Contains(body, []byte(`"UNSUPPORTED"`)) || !bytes.Contains(body, []byte("pull-through cache")) {
+			t.Errorf("%s %s: %d %s, want 405 UNSUPPORTED naming the pull-through cache", req.method, req.path, resp.StatusCode, body)
+		}
+	}
+
+	// The upstream stops: what is cached is still served, even a tag past
+	// its ttl; what is not is a 502.
+	secure.stop()
+	time.Sleep(time.Until(time.Now().Add(ttl + 100*time.Millisecond)))
+	before := hub.count("")
+	checkSameImage(t, img2, pull("v1"))
+	if hub.count("") == before {
+		t.Errorf("a pull of a tag past its ttl did not try the upstream")
+	}
+	cached, err := remote.Image(local.Digest(imageDigest(t, img1).String()), mirror.opts(t)...)
+	if err != nil {
+		t.Fatalf("pull by digest with the upstream down: %v", err)
+	}
+	checkSameImage(t, img1, cached)
+	if _, err := remote.Image(local.Tag("never-pulled"), mirror.opts(t)...); statusOf(err) != 502 {
+		t.Errorf("an uncached tag with the upstream down: %v, want 502", err)
+	}
+}
+
+// TestPullThroughBlobOnce: a blob not yet cached is streamed to the first
+// client while it is stored (its first bytes arrive while the upstream
+// still holds the rest), and concurrent pulls of it fetch it from the
+// upstream once.
+func TestPullThroughBlobOnce(t *testing.T) {
+	up := startServer(t, t.TempDir())
+	img, err := random.Image(4<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(up.repo(t, "big/app").Tag("v1"), img, up.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mirror, counters := startMirror(t, time.Hour, map[string]*testServer{"up": up}, "", "")
+	c := counters["up"]
+	const firstBytes = 1 << 20
+	c.mu.Lock()
+	c.hold, c.holdAfter, c.held = make(chan struct{}), firstBytes, make(chan struct{})
+	hold, held := c.hold, c.held
+	c.mu.Unlock()
+
+	ref := mirror.repo(t, "up/big/app").Digest(dg.String())
+	open := func() io.ReadCloser {
+		t.Helper()
+		l, err := remote.Layer(ref, mirror.opts(t)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}
+	first := open()
+	defer first.Close()
+	head := make([]byte, firstBytes)
+	if _, err := io.ReadFull(first, head); err != nil {
+		t.Fatalf("the first client could not read the first MiB while the upstream holds the rest: %v", err)
+	}
+	select {
+	case <-held:
+	default:
+		t.Fatal("the upstream download is not held yet")
+	}
+
+	// Others ask for it while the download is held.
+	const others = 3
+	sums := make(chan string, others)
+	var wg sync.WaitGroup
+	for range others {
+		wg.Go(func() {
+			rc := open()
+			defer rc.Close()
+			h := sha256.New()
+			if _, err := io.Copy(h, rc); err != nil {
+				t.Error(err)
+			}
+			sums <- "sha256:" + hex.EncodeToString(h.Sum(nil))
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // let them reach the mirror
+	close(hold)
+	h := sha256.New()
+	h.Write(head)
+	if _, err := io.Copy(h, first); err != nil {
+		t.Fatal(err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dg.String() {
+		t.Fatalf("first client got %s, want %s", got, dg)
+	}
+	wg.Wait()
+	close(sums)
+	for s := range sums {
+		if s != dg.String() {
+			t.Errorf("a concurrent client got %s, want %s", s, dg)
+		}
+	}
+	if n := c.count("GET blob " + dg.String()); n != 1 {
+		t.Errorf("the upstream served the blob %d times, want 1", n)
+	}
+}
