@@ -335,3 +335,151 @@ func TestPullThroughBlobOnce(t *testing.T) {
 		t.Errorf("the upstream served the blob %d times, want 1", n)
 	}
 }
+
+// TestPullThroughAuthorization: a mirror with token auth authorizes
+// mirrored repositories as any other (pull rights on the name the client
+// uses), and refuses a push there only after authorization.
+func TestPullThroughAuthorization(t *testing.T) {
+	up := startServer(t, t.TempDir())
+	img := randomImage(t, 1)
+	if err := remote.Write(up.repo(t, "app").Tag("v1"), img, up.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+	counter := newUpstreamCounter(up.tr)
+	mirror, _ := startTokenAuthRegistryWith(t, nil, func(c *Config, ts *tokenSetup, certDir string) {
+		c.Auth.Token.RootCertBundle = ts.bundleFile
+		// team/app here is app upstream.
+		c.Proxy.Upstreams = []UpstreamConfig{{Prefix: "team", RemoteURL: "https://" + up.addr}}
+		c.proxyTransport = counter
+	})
+	local := mirror.repo(t, "team/app").Tag("v1")
+	as := func(user string) []remote.Option {
+		return append(mirror.opts(t), remote.WithAuth(&authn.Basic{Username: user, Password: user + "-password"}))
+	}
+	if _, err := remote.Image(local, mirror.opts(t)...); statusOf(err) != 401 {
+		t.Fatalf("anonymous pull of a mirrored repository: %v, want 401", err)
+	}
+	if counter.count("") != 0 {
+		t.Fatalf("an unauthorized pull reached the upstream (%d requests)", counter.count(""))
+	}
+	for _, user := range []string{"alice", "bob"} {
+		got, err := remote.Image(local, as(user)...)
+		if err != nil {
+			t.Fatalf("%s pull: %v", user, err)
+		}
+		checkSameImage(t, img, got)
+	}
+	// alice may push to team/*: the mirror refuses it. bob may not: he
+	// is refused by authorization, as anywhere else.
+	if err := remote.Write(mirror.repo(t, "team/app").Tag("v2"), img, as("alice")...); statusOf(err) != 405 {
+		t.Errorf("alice push into the mirror: %v, want 405", err)
+	}
+	if err := remote.Write(mirror.repo(t, "team/app").Tag("v2"), img, as("bob")...); statusOf(err) != 401 && statusOf(err) != 403 {
+		t.Errorf("bob push into the mirror: %v, want 401 or 403", err)
+	}
+}
+
+// TestDistributionProxyMode: Distribution's proxy.remoteurl mirrors every
+// repository under its own name, as Docker's registry-mirrors asks for
+// library/… names, and nothing can be pushed.
+func TestDistributionProxyMode(t *testing.T) {
+	up := startServer(t, t.TempDir())
+	img := randomImage(t, 2)
+	if err := remote.Write(up.repo(t, "library/alpine").Tag("3"), img, up.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
+		c.Proxy.RemoteURL = "https://" + up.addr
+		c.proxyTransport = up.tr
+	}, nil)
+	got, err := remote.Image(mirror.repo(t, "library/alpine").Tag("3"), mirror.opts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSameImage(t, img, got)
+	if _, err := remote.Image(mirror.repo(t, "library/nothing").Tag("3"), mirror.opts(t)...); statusOf(err) != 404 {
+		t.Errorf("a repository the upstream lacks: %v, want 404", err)
+	}
+	if err := remote.Write(mirror.repo(t, "team/mine").Tag("v1"), img, mirror.opts(t)...); statusOf(err) != 405 {
+		t.Errorf("push to a whole-registry mirror: %v, want 405", err)
+	}
+}
+
+// corruptingTransport flips a byte in every blob body while on is set.
+type corruptingTransport struct {
+	inner http.RoundTripper
+	on    bool
+	mu    sync.Mutex
+}
+
+func (c *corruptingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.inner.RoundTrip(req)
+	c.mu.Lock()
+	on := c.on
+	c.mu.Unlock()
+	if err == nil && on && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") && resp.StatusCode == 200 {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr != nil {
+			return nil, rerr
+		}
+		b[len(b)/2] ^= 0xff
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return resp, err
+}
+
+// TestPullThroughDigestMismatch: an upstream blob that does not match its
+// digest is not stored, and the client does not get it as a whole; once
+// the upstream serves the right content, it is fetched again.
+func TestPullThroughDigestMismatch(t *testing.T) {
+	up := startServer(t, t.TempDir())
+	img := randomImage(t, 1)
+	if err := remote.Write(up.repo(t, "app").Tag("v1"), img, up.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+	bad := &corruptingTransport{inner: up.tr, on: true}
+	counter := newUpstreamCounter(bad)
+	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
+		c.Proxy.Upstreams = []UpstreamConfig{{Prefix: "up", RemoteURL: "https://" + up.addr}}
+		c.proxyTransport = counter
+	}, nil)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobURL := mirror.url("/v2/up/app/blobs/" + dg.String())
+	// The response is cut short (the mirror learns of the mismatch at the
+	// end), or at least is not the blob.
+	if resp, err := mirror.tr.RoundTrip(mustRequest(t, "GET", blobURL)); err == nil {
+		body, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := sha256.Sum256(body)
+		if rerr == nil && resp.StatusCode == 200 && "sha256:"+hex.EncodeToString(got[:]) == dg.String() {
+			t.Fatal("the corrupted blob reached the client as the right one")
+		}
+		t.Logf("client got %d, %d bytes, read error %v", resp.StatusCode, len(body), rerr)
+	}
+	// Nothing stored: the next request asks the upstream again.
+	bad.mu.Lock()
+	bad.on = false
+	bad.mu.Unlock()
+	l, err := remote.Layer(mirror.repo(t, "up/app").Digest(dg.String()), mirror.opts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sha256Of(t, rc); got != dg {
+		t.Fatalf("after the upstream recovered: %s, want %s", got, dg)
+	}
+	if n := counter.count("GET blob " + dg.String()); n != 2 {
+		t.Errorf("upstream blob GETs = %d, want 2 (the bad one was not kept)", n)
+	}
+}
