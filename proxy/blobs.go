@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -101,17 +102,24 @@ func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local st
 		close(f.done)
 	}
 	// Detached from the client: those waiting need the download to end.
-	fctx := context.WithoutCancel(ctx)
+	// It ends if the upstream sends nothing for upstreamIdle.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	idle := time.AfterFunc(upstreamIdle, cancel)
 	resp, err := p.blobRequest(fctx, u, remoteName, http.MethodGet, dg)
 	if err != nil {
+		idle.Stop()
+		cancel()
 		end(err)
 		return nil, 0, err
 	}
 	pr, pw := io.Pipe()
 	go func() {
+		defer cancel()
+		defer idle.Stop()
 		defer resp.Body.Close()
 		client := &forgivingWriter{w: pw}
-		_, err := p.store.PutBlob(fctx, local, dg, io.TeeReader(resp.Body, client))
+		body := &idleReader{r: resp.Body, idle: idle}
+		_, err := p.store.PutBlob(fctx, local, dg, io.TeeReader(body, client))
 		if err != nil {
 			var mismatch *storage.DigestMismatchError
 			if errors.As(err, &mismatch) {
@@ -125,6 +133,24 @@ func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local st
 		end(err)
 	}()
 	return pr, resp.ContentLength, nil
+}
+
+// upstreamIdle is how long a blob download may receive nothing from the
+// upstream (the response's headers included) before it is abandoned.
+const upstreamIdle = time.Minute
+
+// idleReader runs the idle timer only while it waits for r: time spent
+// passing the bytes on (a slow first client) is not the upstream's.
+type idleReader struct {
+	r    io.Reader
+	idle *time.Timer
+}
+
+func (r *idleReader) Read(b []byte) (int, error) {
+	r.idle.Reset(upstreamIdle)
+	n, err := r.r.Read(b)
+	r.idle.Stop()
+	return n, err
 }
 
 // forgivingWriter passes writes to w until one fails, then drops them
