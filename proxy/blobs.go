@@ -178,7 +178,9 @@ func (p *Proxy) blobRequest(ctx context.Context, u *upstream, remoteName, method
 	if err != nil {
 		return nil, err
 	}
-	target := u.reg.Scheme() + "://" + u.reg.RegistryStr() + "/v2/" + remoteName + "/blobs/" + dg.String()
+	// RepositoryStr, as remote.Get names it (library/ added for Docker
+	// Hub's index.docker.io).
+	target := u.reg.Scheme() + "://" + u.reg.RegistryStr() + "/v2/" + u.reg.Repo(remoteName).RepositoryStr() + "/blobs/" + dg.String()
 	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return nil, errors.Join(ErrUpstream, err)
