@@ -275,19 +275,17 @@ func TestPullThroughBlobOnce(t *testing.T) {
 	c.mu.Unlock()
 
 	ref := mirror.repo(t, "up/big/app").Digest(dg.String())
-	open := func() io.ReadCloser {
-		t.Helper()
+	open := func() (io.ReadCloser, error) {
 		l, err := remote.Layer(ref, mirror.opts(t)...)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rc
+		return l.Compressed()
 	}
-	first := open()
+	first, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer first.Close()
 	head := make([]byte, firstBytes)
 	if _, err := io.ReadFull(first, head); err != nil {
@@ -295,8 +293,8 @@ func TestPullThroughBlobOnce(t *testing.T) {
 	}
 	select {
 	case <-held:
-	default:
-		t.Fatal("the upstream download is not held yet")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream download was not held after its first MiB")
 	}
 
 	// Others ask for it while the download is held.
@@ -305,7 +303,12 @@ func TestPullThroughBlobOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for range others {
 		wg.Go(func() {
-			rc := open()
+			rc, err := open()
+			if err != nil {
+				t.Error(err)
+				sums <- ""
+				return
+			}
 			defer rc.Close()
 			h := sha256.New()
 			if _, err := io.Copy(h, rc); err != nil {
