@@ -44,8 +44,8 @@ import (
 	"github.com/berth-registry/berth/storage"
 )
 
-// DefaultTTL is how long a manifest fetched by tag is served from the
-// cache before it is fetched again: Distribution's default (168h).
+// DefaultTTL is the TTL configurations default to: Distribution's default
+// proxy ttl (168h).
 const DefaultTTL = 168 * time.Hour
 
 // Upstream is one registry that is mirrored.
@@ -61,8 +61,10 @@ type Upstream struct {
 	// Username and Password authenticate to the upstream (Basic, or for
 	// its token flow). Empty: anonymous.
 	Username, Password string
-	// TTL is how long a manifest fetched by tag is served from the cache.
-	// Zero: DefaultTTL.
+	// TTL is how long a manifest fetched by tag is served from the cache
+	// before the upstream is asked again. Zero: the upstream is asked on
+	// every pull of a tag, as Distribution's proxy does (the cached copy
+	// still stands in while the upstream fails).
 	TTL time.Duration
 	// Transport carries requests to the upstream (and its token realm).
 	// Nil: http.DefaultTransport.
@@ -116,9 +118,6 @@ func New(store *storage.Store, ups []Upstream, log *slog.Logger) (*Proxy, error)
 	p := &Proxy{store: store, log: log, flights: map[string]*flight{}}
 	for _, u := range ups {
 		ru := &upstream{Upstream: u}
-		if ru.TTL <= 0 {
-			ru.TTL = DefaultTTL
-		}
 		if ru.Transport == nil {
 			ru.Transport = http.DefaultTransport
 		}

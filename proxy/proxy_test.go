@@ -37,9 +37,6 @@ func TestLookup(t *testing.T) {
 	if p.upstreams[1].reg.Scheme() != "http" || p.upstreams[0].reg.Scheme() != "https" {
 		t.Errorf("schemes: %s, %s", p.upstreams[0].reg.Scheme(), p.upstreams[1].reg.Scheme())
 	}
-	if p.upstreams[0].TTL != DefaultTTL {
-		t.Errorf("default ttl %v", p.upstreams[0].TTL)
-	}
 
 	// One upstream without a prefix mirrors every repository as it is.
 	all, err := New(nil, []Upstream{{RemoteURL: "https://registry-1.docker.io"}}, nil)

@@ -225,9 +225,9 @@ type ProxyConfig struct {
 	// Username and Password authenticate to it. Empty: anonymous.
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
-	// TTL is how long a manifest fetched by tag is served before it is
-	// fetched again (default 168h, Distribution's; see the README for how
-	// Berth's meaning differs).
+	// TTL is how long a manifest fetched by tag is served before the
+	// upstream is asked again (default 168h, Distribution's); 0 asks on
+	// every pull. See the README for how Berth's meaning differs.
 	TTL time.Duration `yaml:"ttl"`
 	// Upstreams is Berth's: several mirrored registries, each under its
 	// prefix. From the environment the whole list is one YAML value
@@ -245,8 +245,8 @@ type UpstreamConfig struct {
 	RemoteURL string `yaml:"remoteurl"`
 	Username  string `yaml:"username"`
 	Password  string `yaml:"password"`
-	// TTL: as proxy.ttl. Zero: proxy.ttl.
-	TTL time.Duration `yaml:"ttl"`
+	// TTL: as proxy.ttl. Nil (not set): proxy.ttl.
+	TTL *time.Duration `yaml:"ttl"`
 }
 
 // proxyUpstreams maps the proxy section onto the proxy's upstreams
@@ -258,9 +258,9 @@ func (c *Config) proxyUpstreams() []proxy.Upstream {
 	}
 	var ups []proxy.Upstream
 	for _, u := range p.Upstreams {
-		ttl := u.TTL
-		if ttl == 0 {
-			ttl = p.TTL
+		ttl := p.TTL
+		if u.TTL != nil {
+			ttl = *u.TTL
 		}
 		ups = append(ups, proxy.Upstream{Prefix: u.Prefix, RemoteURL: u.RemoteURL, Username: u.Username, Password: u.Password, TTL: ttl})
 	}
@@ -277,15 +277,15 @@ func (c *Config) validateProxy() error {
 	if p.RemoteURL == "" && (p.Username != "" || p.Password != "") {
 		return fmt.Errorf("config: proxy.username and proxy.password need proxy.remoteurl")
 	}
-	if p.TTL <= 0 {
-		return fmt.Errorf("config: proxy.ttl is %v: want a positive duration", p.TTL)
+	if p.TTL < 0 {
+		return fmt.Errorf("config: proxy.ttl is %v: want a duration, 0 or more", p.TTL)
 	}
 	for i, u := range p.Upstreams {
 		if u.Prefix == "" {
 			return fmt.Errorf("config: proxy.upstreams[%d].prefix is empty (use proxy.remoteurl to mirror every repository)", i)
 		}
-		if u.TTL < 0 {
-			return fmt.Errorf("config: proxy.upstreams[%d].ttl is %v: want a positive duration, or none for the default", i, u.TTL)
+		if u.TTL != nil && *u.TTL < 0 {
+			return fmt.Errorf("config: proxy.upstreams[%d].ttl is %v: want a duration, 0 or more, or none for proxy.ttl", i, *u.TTL)
 		}
 	}
 	if err := proxy.Validate(c.proxyUpstreams()); err != nil {

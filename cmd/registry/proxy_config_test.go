@@ -19,6 +19,16 @@ func TestConfigProxyKeys(t *testing.T) {
 		t.Fatalf("default proxy: ttl %v, upstreams %v; want 168h and none", c.Proxy.TTL, c.proxyUpstreams())
 	}
 
+	// Distribution's ttl: 0 (there: keep cached content forever) starts:
+	// here it asks the upstream on every pull of a tag.
+	t.Setenv("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")
+	t.Setenv("REGISTRY_PROXY_TTL", "0s")
+	if c, err := loadConfig(""); err != nil || c.proxyUpstreams()[0].TTL != 0 {
+		t.Fatalf("proxy.ttl 0: %v", err)
+	}
+	os.Unsetenv("REGISTRY_PROXY_REMOTEURL")
+	os.Unsetenv("REGISTRY_PROXY_TTL")
+
 	// Distribution's section: one upstream, every repository.
 	path := filepath.Join(t.TempDir(), "config.yml")
 	os.WriteFile(path, []byte("version: 0.1\nproxy:\n  remoteurl: https://registry-1.docker.io\n  username: u\n  password: p\n  ttl: 1h\n"), 0o600)
@@ -33,15 +43,16 @@ func TestConfigProxyKeys(t *testing.T) {
 
 	// Berth's upstreams, from the environment; an entry without ttl has
 	// proxy.ttl.
-	t.Setenv("REGISTRY_PROXY_UPSTREAMS", `[{prefix: hub, remoteurl: "https://registry-1.docker.io", ttl: 5m}, {prefix: mirrors/mcr, remoteurl: "https://mcr.microsoft.com", username: x, password: secret}]`)
+	t.Setenv("REGISTRY_PROXY_UPSTREAMS", `[{prefix: hub, remoteurl: "https://registry-1.docker.io", ttl: 5m}, {prefix: mirrors/mcr, remoteurl: "https://mcr.microsoft.com", username: x, password: secret}, {prefix: ghcr, remoteurl: "https://ghcr.io", ttl: 0s}]`)
 	t.Setenv("REGISTRY_PROXY_TTL", "2h")
 	c, err = loadConfig("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := c.proxyUpstreams()
-	if len(got) != 2 || got[0].Prefix != "hub" || got[0].TTL != 5*time.Minute ||
-		got[1].Prefix != "mirrors/mcr" || got[1].TTL != 2*time.Hour || got[1].Password != "secret" {
+	if len(got) != 3 || got[0].Prefix != "hub" || got[0].TTL != 5*time.Minute ||
+		got[1].Prefix != "mirrors/mcr" || got[1].TTL != 2*time.Hour || got[1].Password != "secret" ||
+		got[2].TTL != 0 {
 		t.Fatalf("upstreams from the environment = %+v", got)
 	}
 }

@@ -393,15 +393,22 @@ func TestDistributionProxyMode(t *testing.T) {
 	if err := remote.Write(up.repo(t, "library/alpine").Tag("3"), img, up.opts(t)...); err != nil {
 		t.Fatal(err)
 	}
+	counter := newUpstreamCounter(up.tr)
 	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
 		c.Proxy.RemoteURL = "https://" + up.addr
-		c.proxyTransport = up.tr
+		c.Proxy.TTL = 0 // ask the upstream for the tag on every pull, as Distribution does
+		c.proxyTransport = counter
 	}, nil)
-	got, err := remote.Image(mirror.repo(t, "library/alpine").Tag("3"), mirror.opts(t)...)
-	if err != nil {
-		t.Fatal(err)
+	for range 2 {
+		got, err := remote.Image(mirror.repo(t, "library/alpine").Tag("3"), mirror.opts(t)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSameImage(t, img, got)
 	}
-	checkSameImage(t, img, got)
+	if n, b := counter.count("GET manifest 3"), counter.count("GET blob"); n != 2 || b != 3 {
+		t.Errorf("two pulls with ttl 0: %d manifest GETs upstream (want 2), %d blob GETs (want 3)", n, b)
+	}
 	if _, err := remote.Image(mirror.repo(t, "library/nothing").Tag("3"), mirror.opts(t)...); statusOf(err) != 404 {
 		t.Errorf("a repository the upstream lacks: %v, want 404", err)
 	}
