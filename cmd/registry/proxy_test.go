@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -495,3 +496,94 @@ func TestPullThroughDigestMismatch(t *testing.T) {
 		t.Errorf("upstream blob GETs = %d, want 2 (the bad one was not kept)", n)
 	}
 }
+
+// TestPullThroughForeignLayer: a manifest with a foreign layer (a
+// descriptor with urls, as Windows base images have), pushed upstream
+// without that layer's blob, comes through the mirror byte for byte, urls
+// intact; the mirror never asks the upstream for the foreign blob, and the
+// other blobs are pulled through as usual.
+func TestPullThroughForeignLayer(t *testing.T) {
+	up := startServer(t, t.TempDir())
+	base := randomImage(t, 1)
+	if err := remote.Write(up.repo(t, "windows/app").Tag("base"), base, up.opts(t)...); err != nil {
+		t.Fatal(err)
+	}
+	bm, err := base.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The foreign layer's content exists only at its url, never upstream.
+	foreign := sha256.Sum256([]byte("a Windows base layer served by its vendor"))
+	foreignDigest := "sha256:" + hex.EncodeToString(foreign[:])
+	payload := []byte(`{
+   "schemaVersion": 2,
+   "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+   "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": ` + itoa(bm.Config.Size) + `, "digest": "` + bm.Config.Digest.String() + `"},
+   "layers": [
+      {
+         "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+         "size": 1234567,
+         "digest": "` + foreignDigest + `",
+         "urls": ["https://mcr.microsoft.com/v2/windows/nanoserver/blobs/` + foreignDigest + `"]
+      },
+      {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": ` + itoa(bm.Layers[0].Size) + `, "digest": "` + bm.Layers[0].Digest.String() + `"}
+   ]
+}`)
+	const mt = "application/vnd.docker.distribution.manifest.v2+json"
+	resp, body := up.do(t, "PUT", up.url("/v2/windows/app/manifests/ltsc"), http.Header{"Content-Type": {mt}}, payload)
+	if resp.StatusCode != 201 {
+		t.Fatalf("upstream refused a manifest whose foreign layer it does not hold: %d %s", resp.StatusCode, body)
+	}
+	sum := sha256.Sum256(payload)
+	manifestDigest := "sha256:" + hex.EncodeToString(sum[:])
+
+	mirror, counters := startMirror(t, time.Hour, map[string]*testServer{"mcr": up}, "", "")
+	c := counters["mcr"]
+	resp, got := mirror.do(t, "GET", mirror.url("/v2/mcr/windows/app/manifests/ltsc"), http.Header{"Accept": {mt}}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("pull by tag through the mirror: %d %s", resp.StatusCode, got)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Errorf("the mirror changed the manifest:\n got %s\nwant %s", got, payload)
+	}
+	if ct, dg := resp.Header.Get("Content-Type"), resp.Header.Get("Docker-Content-Digest"); ct != mt || dg != manifestDigest {
+		t.Errorf("manifest served as %s %s, want %s %s", ct, dg, mt, manifestDigest)
+	}
+	if !bytes.Contains(got, []byte(`"urls": ["https://mcr.microsoft.com/v2/windows/nanoserver/blobs/`+foreignDigest+`"]`)) {
+		t.Errorf("the foreign layer's urls are gone: %s", got)
+	}
+
+	// The rest of the image as a client pulls it: the config and the
+	// layer without urls, by digest from the mirror.
+	img, err := remote.Image(mirror.repo(t, "mcr/windows/app").Tag("ltsc"), mirror.opts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := base.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gc, err := img.RawConfigFile(); err != nil || !bytes.Equal(gc, wc) {
+		t.Errorf("config through the mirror: %v, differs: %v", err, !bytes.Equal(gc, wc))
+	}
+	l, err := remote.Layer(mirror.repo(t, "mcr/windows/app").Digest(bm.Layers[0].Digest.String()), mirror.opts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dg, n := sha256Of(t, rc); dg != bm.Layers[0].Digest || n != bm.Layers[0].Size {
+		t.Errorf("layer through the mirror: %s (%d bytes), want %s (%d)", dg, n, bm.Layers[0].Digest, bm.Layers[0].Size)
+	}
+
+	if n := c.count("GET blob "+foreignDigest) + c.count("HEAD blob "+foreignDigest); n != 0 {
+		t.Errorf("the mirror asked the upstream for the foreign layer %d times, want 0", n)
+	}
+	if n := c.count("GET blob"); n != 2 {
+		t.Errorf("blob GETs upstream = %d, want 2 (config and the distributable layer)", n)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
