@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/internal/metricstest"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 func TestConfigMetrics(t *testing.T) {
@@ -40,7 +40,7 @@ func TestConfigMetrics(t *testing.T) {
 // for tokens with and without credentials, guesses a password until the
 // throttle refuses, and checks what a scrape of the metrics listener says.
 func TestMetricsListener(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePortString(t)
 	_, configFile := setup(t, "  insecure: true\n  metrics:\n    addr: 127.0.0.1:"+port)
 	addr, _ := start(t, configFile)
 	metricsURL := "http://127.0.0.1:" + port + "/metrics"
@@ -116,16 +116,4 @@ func TestMetricsListener(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("/metrics on the token listener: %d", resp.StatusCode)
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-registry/berth/internal/testutil"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -88,7 +89,7 @@ func TestConfigAuthValidation(t *testing.T) {
 // TestPlainListenerRedirects runs the registry with http.tls.httpaddr: the
 // plain listener redirects to HTTPS and serves nothing itself.
 func TestPlainListenerRedirects(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePortString(t)
 	srv := startServerWith(t, t.TempDir(), func(c *Config) { c.HTTP.TLS.HTTPAddr = "127.0.0.1:" + port }, nil)
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Get("http://127.0.0.1:" + port + "/v2/team/app/tags/list")
@@ -111,22 +112,10 @@ func TestPlainListenerRedirects(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
 // TestDebugListener: http.debug.addr serves the profiler on its own
 // listener; the API listener does not.
 func TestDebugListener(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePortString(t)
 	srv := startServerWith(t, t.TempDir(), func(c *Config) { c.HTTP.Debug.Addr = "127.0.0.1:" + port }, nil)
 	resp, err := http.Get("http://127.0.0.1:" + port + "/debug/pprof/")
 	if err != nil {
@@ -167,7 +156,7 @@ func TestHealthcheckNeedsOnlyTheAddress(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatalf("healthcheck of a live server: %v", err)
 	}
-	t.Setenv("REGISTRY_HTTP_ADDR", "127.0.0.1:"+freePort(t))
+	t.Setenv("REGISTRY_HTTP_ADDR", "127.0.0.1:"+testutil.FreePortString(t))
 	cmd = rootCommand()
 	cmd.SetArgs([]string{"healthcheck"})
 	cmd.SetErr(io.Discard)

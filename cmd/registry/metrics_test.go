@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/berth-registry/berth/internal/metricstest"
+	"github.com/berth-registry/berth/internal/testutil"
 )
 
 func TestConfigPrometheus(t *testing.T) {
@@ -58,7 +59,7 @@ func TestConfigPrometheus(t *testing.T) {
 // the debug listener's /metrics says about all of it.
 func TestMetricsEndpoint(t *testing.T) {
 	root := t.TempDir()
-	port := freePort(t)
+	port := testutil.FreePortString(t)
 	srv := startServerWith(t, root, func(c *Config) {
 		c.HTTP.Debug.Addr = "127.0.0.1:" + port
 		c.HTTP.Debug.Prometheus.Enabled = true
@@ -190,7 +191,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // TestMetricsOffByDefault: a debug listener without prometheus enabled
 // serves no metrics.
 func TestMetricsOffByDefault(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePortString(t)
 	startServerWith(t, t.TempDir(), func(c *Config) { c.HTTP.Debug.Addr = "127.0.0.1:" + port }, nil)
 	resp, err := http.Get("http://127.0.0.1:" + port + "/metrics")
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -386,7 +384,7 @@ func TestNotificationsKilledRegistry(t *testing.T) {
 
 	type pushed struct{ manifest, config, layer string }
 	var want []pushed
-	push := func(c *notifyChild, from, to int) {
+	push := func(c *childRegistry, from, to int) {
 		for i := from; i < to; i++ {
 			img := randomImage(t, 1)
 			ref, err := name.ParseReference(fmt.Sprintf("%s/team/app%d:v%d", c.addr, i%7, i))
@@ -454,88 +452,24 @@ func TestNotificationsKilledRegistry(t *testing.T) {
 	}
 }
 
-type notifyChild struct {
-	cmd    *exec.Cmd
-	addr   string
-	exited chan struct{}
-}
-
 func runNotifyChild(t *testing.T, v string) {
 	var c notifyChildConfig
 	if err := json.Unmarshal([]byte(v), &c); err != nil {
 		t.Fatal(err)
 	}
 	cfg := defaultConfig()
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.HTTP.TLS.Disabled = true
-	cfg.Log.AccessLog.Disabled = true
 	cfg.Storage.Filesystem.RootDirectory = c.Root
 	cfg.Notifications.Endpoints = []EndpointConfig{{Name: "hook", URL: c.URL, Backoff: 100 * time.Millisecond}}
 	cfg.Notifications.Queue.AdoptAfter = time.Second
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	err := serve(context.Background(), cfg, log, func(addr string) { fmt.Printf("%s%s\n", replicaAddrLine, addr) })
-	t.Fatalf("serve returned: %v", err)
+	serveChild(t, cfg)
 }
 
 // startNotifyChild starts a registry in a child process (this test binary)
 // and waits until it listens.
-func startNotifyChild(t *testing.T, c notifyChildConfig) *notifyChild {
+func startNotifyChild(t *testing.T, c notifyChildConfig) *childRegistry {
 	t.Helper()
 	js, _ := json.Marshal(c)
-	ch := &notifyChild{exited: make(chan struct{})}
-	logPath := filepath.Join(t.TempDir(), "registry.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logFile.Close() })
-	ch.cmd = exec.Command(os.Args[0], "-test.run=^TestNotificationsKilledRegistry$", "-test.count=1")
-	ch.cmd.Env = append(os.Environ(), notifyChildEnv+"="+string(js))
-	ch.cmd.Stderr = logFile
-	stdout, err := ch.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = ch.cmd.Wait(); close(ch.exited) }()
-	t.Cleanup(func() {
-		ch.kill(t)
-		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil && len(b) > 0 {
-				t.Logf("registry log:\n%s", b)
-			}
-		}
-	})
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), replicaAddrLine); ok {
-				addrc <- a
-			}
-		}
-	}()
-	select {
-	case ch.addr = <-addrc:
-	case <-ch.exited:
-		t.Fatalf("the registry exited before it listened: %v", ch.cmd.ProcessState)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the registry did not listen within 60s")
-	}
-	return ch
-}
-
-// kill kills the registry with SIGKILL and waits until it is gone.
-func (c *notifyChild) kill(t *testing.T) {
-	t.Helper()
-	_ = c.cmd.Process.Kill()
-	select {
-	case <-c.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the killed registry did not exit within 30s")
-	}
+	return startChild(t, "TestNotificationsKilledRegistry", notifyChildEnv, string(js))
 }
 
 func TestConfigNotifications(t *testing.T) {

@@ -1,17 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,15 +23,11 @@ import (
 // its address.
 const replicaChildEnv = "BERTH_TEST_REPLICA_S3"
 
-const replicaAddrLine = "replica-addr: "
-
-// replicaChild is a registry running as a child process.
+// replicaChild is a replica running as a child process.
 type replicaChild struct {
-	cmd    *exec.Cmd
+	*childRegistry
 	base   string // http://127.0.0.1:port
 	client *http.Client
-	exited chan struct{}
-	log    string
 }
 
 func runReplicaChild(t *testing.T, s3json string) {
@@ -43,14 +35,7 @@ func runReplicaChild(t *testing.T, s3json string) {
 	if err := json.Unmarshal([]byte(s3json), &cfg.Storage.S3); err != nil {
 		t.Fatal(err)
 	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.HTTP.TLS.Disabled = true
-	cfg.Log.AccessLog.Disabled = true
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	err := serve(context.Background(), cfg, log, func(addr string) {
-		fmt.Printf("%s%s\n", replicaAddrLine, addr)
-	})
-	t.Fatalf("serve returned: %v", err)
+	serveChild(t, cfg)
 }
 
 // startReplicaChild starts a replica on b in a child process and waits
@@ -61,61 +46,9 @@ func startReplicaChild(t *testing.T, b *s3Bucket) *replicaChild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &replicaChild{exited: make(chan struct{}), log: filepath.Join(t.TempDir(), "replica.log")}
-	logFile, err := os.Create(c.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logFile.Close() })
-	c.cmd = exec.Command(os.Args[0], "-test.run=^TestReplicaKilledMidUpload$", "-test.count=1")
-	c.cmd.Env = append(os.Environ(), replicaChildEnv+"="+string(s3json))
-	c.cmd.Stderr = logFile
-	stdout, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		c.kill(t)
-		if t.Failed() {
-			if b, err := os.ReadFile(c.log); err == nil && len(b) > 0 {
-				t.Logf("replica log:\n%s", b)
-			}
-		}
-	})
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), replicaAddrLine); ok {
-				addrc <- a
-			}
-		}
-	}()
-	select {
-	case addr := <-addrc:
-		c.base = "http://" + addr
-	case <-c.exited:
-		t.Fatalf("the replica exited before it listened: %v", c.cmd.ProcessState)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the replica did not listen within 60s")
-	}
-	c.client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	return c
-}
-
-// kill kills the replica with SIGKILL and waits until it is gone.
-func (c *replicaChild) kill(t *testing.T) {
-	t.Helper()
-	_ = c.cmd.Process.Kill()
-	select {
-	case <-c.exited:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the killed replica did not exit within 30s")
-	}
+	c := startChild(t, "TestReplicaKilledMidUpload", replicaChildEnv, string(s3json))
+	return &replicaChild{childRegistry: c, base: "http://" + c.addr,
+		client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
 }
 
 // do sends one request with a body of n bytes read from body and returns

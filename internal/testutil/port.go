@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -15,4 +16,10 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// FreePortString is FreePort as a string, for joining into addresses.
+func FreePortString(t testing.TB) string {
+	t.Helper()
+	return strconv.Itoa(FreePort(t))
 }
