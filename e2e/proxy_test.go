@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"context"
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,9 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/berth-registry/berth/tlsutil"
 )
@@ -191,23 +189,19 @@ auth:
 	}
 	login(upstream)
 	d.must("push", app)
-	upRef, err := name.ParseReference(app)
-	if err != nil {
+	var pushedDigests []string
+	if err := json.Unmarshal([]byte(d.must("image", "inspect", "-f", "{{json .RepoDigests}}", app)), &pushedDigests); err != nil {
 		t.Fatal(err)
 	}
-	tc, err := tlsutil.ClientConfig(caFile)
-	if err != nil {
-		t.Fatal(err)
+	upDigest := ""
+	for _, rd := range pushedDigests {
+		if v, ok := strings.CutPrefix(rd, upstream+"/team/app@"); ok {
+			upDigest = v
+		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	tr := &http.Transport{TLSClientConfig: tc}
-	defer tr.CloseIdleConnections()
-	upDesc, err := remote.Get(upRef, remote.WithTransport(tr), remote.WithAuth(&authn.Basic{Username: "admin", Password: adminPW}), remote.WithContext(ctx))
-	if err != nil {
-		t.Fatalf("the upstream's manifest: %v", err)
+	if upDigest == "" {
+		t.Fatalf("no repository digest of the upstream after the push: %q", pushedDigests)
 	}
-	upDigest := upDesc.Digest.String()
 	say("docker push %s: manifest %s, image %s", app, upDigest, imageID)
 	d.must("rmi", app, base)
 
@@ -218,21 +212,29 @@ auth:
 		t.Fatalf("pull through the mirror did not download: %s", out)
 	}
 	checkPulled(t, d, mirrored, imageID, mirror+"/hub/team/app@"+upDigest)
-	img, err := upDesc.Image()
+	// The manifest as the upstream stores it, and each blob it names,
+	// are in the mirror's storage.
+	blobPath := func(data string, dg v1.Hash) string {
+		return filepath.Join(data, "docker", "registry", "v2", "blobs", dg.Algorithm, dg.Hex[:2], dg.Hex, "data")
+	}
+	upHash, err := v1.NewHash(upDigest)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, err := img.Manifest()
+	raw, err := os.ReadFile(blobPath(filepath.Join(tmp, "upstream-data"), upHash))
+	if err != nil {
+		t.Fatalf("the upstream's manifest: %v", err)
+	}
+	layers, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, desc := range append(layers.Layers, layers.Config) {
-		hex := desc.Digest.Hex
-		if _, err := os.Stat(filepath.Join(tmp, "mirror-data", "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")); err != nil {
-			t.Errorf("blob %s is not in the mirror's storage: %v", desc.Digest, err)
+	for _, dg := range append([]v1.Hash{upHash, layers.Config.Digest}, digestsOf(layers.Layers)...) {
+		if _, err := os.Stat(blobPath(filepath.Join(tmp, "mirror-data"), dg)); err != nil {
+			t.Errorf("blob %s is not in the mirror's storage: %v", dg, err)
 		}
 	}
-	say("docker pull %s: image %s, manifest %s, as pushed upstream; %d layers and the config stored in the mirror", mirrored, imageID, upDigest, len(layers.Layers))
+	say("docker pull %s: image %s, manifest %s, as pushed upstream; the manifest, the config and %d layers stored in the mirror", mirrored, imageID, upDigest, len(layers.Layers))
 
 	// 6. The upstream stops: the mirror serves its cache.
 	upProc.stop(t)
@@ -264,6 +266,14 @@ auth:
 	out := d.must("push", own)
 	say("docker push %s beside the prefix: %s", own, lastLine(out))
 	say("pull-through cache: PASSED in %s", time.Since(start).Round(time.Second))
+}
+
+func digestsOf(descs []v1.Descriptor) []v1.Hash {
+	var hs []v1.Hash
+	for _, d := range descs {
+		hs = append(hs, d.Digest)
+	}
+	return hs
 }
 
 // checkPulled checks that ref is the image imageID with repoDigest among
