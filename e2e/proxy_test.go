@@ -63,6 +63,9 @@ func TestDockerPullThroughCache(t *testing.T) {
 	// at a private or loopback IP address other than the registry's own
 	// host:port. The engine, on this host, reaches it there too.
 	upstream, mirror := freeAddrOn(t, ip), freeAddrOn(t, ip)
+	for mirror == upstream {
+		mirror = freeAddrOn(t, ip)
+	}
 	authAddr := freeAddrOn(t, "127.0.0.1")
 	_, authPort, _ := net.SplitHostPort(authAddr)
 	realm := "https://localhost:" + authPort + "/token"
