@@ -4,6 +4,7 @@
 //
 //	registry-bench --url https://127.0.0.1:5000 --cacert ca.crt [flags]
 //	registry-bench compare --berth ./registry --distribution ./distribution-registry --workdir /tmp/bench
+//	registry-bench mirror --berth ./registry --workdir /tmp/mirror [--rounds 5] [--layers 4] [--layer-size 32MiB]
 //	registry-bench gencert --dir DIR
 //	registry-bench gcdata --dir DIR [--repos 10000] [--blobs 100000] [--unreferenced 0.2] [--seed N]
 //	registry-bench listdata --dir DIR [--repos 10000] [--tags 10000]
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		case "compare":
 			return compareCmd(ctx, args[1:], stdout, stderr)
+		case "mirror":
+			return mirrorCmd(ctx, args[1:], stdout, stderr)
 		case "gcdata":
 			return gcDataCmd(ctx, args[1:], stdout, stderr)
 		case "listdata":
