@@ -91,9 +91,9 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// mirrorOf starts a registry whose repositories under each prefix mirror
-// the upstream given with it, through counters, with ttl.
-func startMirror(t *testing.T, ttl time.Duration, ups map[string]*testServer, user, password string) (*testServer, map[string]*upstreamCounter) {
+// startMirror starts a registry whose repositories under each prefix
+// mirror the upstream given with it, through counters, with tagcheck.
+func startMirror(t *testing.T, tagCheck time.Duration, ups map[string]*testServer, user, password string) (*testServer, map[string]*upstreamCounter) {
 	t.Helper()
 	counters := map[string]*upstreamCounter{}
 	var routes = map[string]http.RoundTripper{}
@@ -102,7 +102,7 @@ func startMirror(t *testing.T, ttl time.Duration, ups map[string]*testServer, us
 		routes[up.addr] = counters[prefix]
 	}
 	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
-		c.Proxy.TTL = ttl
+		c.Proxy.TagCheck = tagCheck
 		for prefix, up := range ups {
 			c.Proxy.Upstreams = append(c.Proxy.Upstreams, UpstreamConfig{Prefix: prefix, RemoteURL: "https://" + up.addr, Username: user, Password: password})
 		}
@@ -145,7 +145,7 @@ func TestPullThroughCache(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const ttl = 2 * time.Second
+	const ttl = 2 * time.Second // the tagcheck
 	mirror, counters := startMirror(t, ttl, map[string]*testServer{"hub": secure, "mirrors/open": open}, "alice", "alice-password")
 	hub := counters["hub"]
 	local := mirror.repo(t, "hub/team/app")
@@ -397,7 +397,6 @@ func TestDistributionProxyMode(t *testing.T) {
 	counter := newUpstreamCounter(up.tr)
 	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
 		c.Proxy.RemoteURL = "https://" + up.addr
-		c.Proxy.TTL = 0 // ask the upstream for the tag on every pull, as Distribution does
 		c.proxyTransport = counter
 	}, nil)
 	for range 2 {
@@ -407,8 +406,10 @@ func TestDistributionProxyMode(t *testing.T) {
 		}
 		checkSameImage(t, img, got)
 	}
-	if n, b := counter.count("GET manifest 3"), counter.count("GET blob"); n != 2 || b != 3 {
-		t.Errorf("two pulls with ttl 0: %d manifest GETs upstream (want 2), %d blob GETs (want 3)", n, b)
+	// The tag is asked for on every pull, as Distribution does: a HEAD,
+	// and no GET while the digest is the cached one.
+	if n, h, b := counter.count("GET manifest 3"), counter.count("HEAD manifest 3"), counter.count("GET blob"); n != 1 || h != 1 || b != 3 {
+		t.Errorf("two pulls: %d manifest GETs upstream (want 1), %d HEADs (want 1), %d blob GETs (want 3)", n, h, b)
 	}
 	if _, err := remote.Image(mirror.repo(t, "library/nothing").Tag("3"), mirror.opts(t)...); statusOf(err) != 404 {
 		t.Errorf("a repository the upstream lacks: %v, want 404", err)
