@@ -298,6 +298,26 @@ func (c *Config) proxyRetention() ([]storage.RetentionRule, time.Duration) {
 	return rules, interval
 }
 
+// proxyGCOptions returns the options of the collections a registry runs
+// for the pull-through cache's ttl while storage.gc is off, and their
+// interval; ok is false when there is no ttl. storage.gc.retention's rules
+// still win for the repositories they match, but, as storage.gc is off,
+// they remove nothing there: those repositories keep everything.
+func (c *Config) proxyGCOptions() (opts storage.GCOptions, interval time.Duration, ok bool) {
+	ttlRules, interval := c.proxyRetention()
+	if len(ttlRules) == 0 {
+		return opts, 0, false
+	}
+	for _, rc := range c.Storage.GC.Retention {
+		r := storage.RetentionRule{Repositories: rc.Repositories} // removes nothing
+		if r.Compile() == nil {
+			opts.Retention = append(opts.Retention, r)
+		}
+	}
+	opts.Retention = append(opts.Retention, ttlRules...)
+	return opts, interval, true
+}
+
 // validateProxy checks the proxy section; errors name the key, never a
 // password.
 func (c *Config) validateProxy() error {

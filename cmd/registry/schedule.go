@@ -33,12 +33,11 @@ func startMaintenance(ctx context.Context, cfg Config, store *storage.Store, log
 			})
 		})
 	}
-	if rules, interval := cfg.proxyRetention(); !cfg.Storage.GC.Enabled && len(rules) > 0 {
+	if opts, interval, ok := cfg.proxyGCOptions(); ok && !cfg.Storage.GC.Enabled {
 		// A pull-through cache with a ttl expires its content without
-		// storage.gc, as Distribution's does: collections with the ttl
-		// rules alone (storage.gc.retention applies only with storage.gc).
+		// storage.gc, as Distribution's does.
 		log := log.With("task", "gc", "for", "proxy.ttl")
-		opts := storage.GCOptions{Retention: rules, Logger: log}
+		opts.Logger = log
 		opts.OnRemove = func(r storage.Removal) { logRemoval(log, "garbage collection", false, r.String()) }
 		log.Info("garbage collection scheduled for the pull-through cache's ttl", "interval", interval, "graceperiod", cfg.Storage.GC.GracePeriod)
 		wg.Go(func() {
