@@ -1,8 +1,11 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +158,85 @@ func TestConfigProxyRetention(t *testing.T) {
 		t.Fatal(err)
 	} else if _, _, ok := c.proxyGCOptions(); ok {
 		t.Error("ttl 0: the registry collects for it")
+	}
+}
+
+// statusTransport answers the requests whose "METHOD kind" begins with
+// prefix with status itself, while prefix is set; others pass.
+type statusTransport struct {
+	inner  http.RoundTripper
+	mu     sync.Mutex
+	prefix string
+	status int
+}
+
+func (s *statusTransport) set(prefix string, status int) {
+	s.mu.Lock()
+	s.prefix, s.status = prefix, status
+	s.mu.Unlock()
+}
+
+func (s *statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	kind := req.Method + " other"
+	if i := strings.LastIndex(req.URL.Path, "/manifests/"); i >= 0 {
+		kind = req.Method + " manifest " + req.URL.Path[i+len("/manifests/"):]
+	}
+	s.mu.Lock()
+	prefix, status := s.prefix, s.status
+	s.mu.Unlock()
+	if prefix != "" && strings.HasPrefix(kind, prefix) {
+		return &http.Response{StatusCode: status, Status: http.StatusText(status), Header: http.Header{},
+			Body: http.NoBody, Request: req, ProtoMajor: 1, ProtoMinor: 1}, nil
+	}
+	return s.inner.RoundTrip(req)
+}
+
+// TestPullThroughTagCheck: with tagcheck 0 every pull of a cached tag is
+// one HEAD upstream and no GET while the digest is the same; a tag moved
+// upstream is fetched (HEAD, then GET); a HEAD answered 429 or 503 serves
+// the cached manifest with no GET; a tag the upstream no longer has is
+// 404. The upstream is behind the real token server.
+func TestPullThroughTagCheck(t *testing.T) {
+	up, _ := startTokenAuthRegistry(t, nil)
+	alice := append(up.opts(t), remote.WithAuth(&authn.Basic{Username: "alice", Password: "alice-password"}))
+	img1, img2 := randomImage(t, 1), randomImage(t, 1)
+	if err := remote.Write(up.repo(t, "team/app").Tag("v1"), img1, alice...); err != nil {
+		t.Fatal(err)
+	}
+	mirror, counters := startMirror(t, 0, map[string]*testServer{"hub": up}, "alice", "alice-password")
+	c := counters["hub"]
+	st := &statusTransport{}
+	c.mu.Lock()
+	st.inner, c.inner = c.inner, st
+	c.mu.Unlock()
+	pull := func(want v1.Image, heads, gets int) {
+		t.Helper()
+		h0, g0 := c.count("HEAD manifest v1"), c.count("GET manifest v1")
+		got, err := remote.Image(mirror.repo(t, "hub/team/app").Tag("v1"), mirror.opts(t)...)
+		if err != nil {
+			t.Fatalf("pull through the mirror: %v", err)
+		}
+		checkSameImage(t, want, got)
+		if h, g := c.count("HEAD manifest v1")-h0, c.count("GET manifest v1")-g0; h != heads || g != gets {
+			t.Errorf("a pull made %d HEADs and %d GETs of the manifest upstream, want %d and %d", h, g, heads, gets)
+		}
+	}
+	pull(img1, 0, 1) // not cached: a GET
+	pull(img1, 1, 0)
+	pull(img1, 1, 0)
+	if err := remote.Write(up.repo(t, "team/app").Tag("v1"), img2, alice...); err != nil {
+		t.Fatal(err)
+	}
+	pull(img2, 1, 1)
+	for _, status := range []int{429, 503} {
+		st.set("HEAD manifest v1", status)
+		pull(img2, 1, 0)
+	}
+	st.set("", 0)
+	if err := remote.Delete(up.repo(t, "team/app").Tag("v1"), alice...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Image(mirror.repo(t, "hub/team/app").Tag("v1"), mirror.opts(t)...); statusOf(err) != 404 {
+		t.Errorf("a tag deleted upstream: %v, want 404", err)
 	}
 }
