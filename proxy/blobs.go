@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -13,14 +14,33 @@ import (
 	"github.com/berth-registry/berth/storage"
 )
 
+// flight is a blob download in progress; done is closed when it ends,
+// err then says how. local is the repository it stores the blob in.
+type flight struct {
+	done  chan struct{}
+	err   error
+	local string
+}
+
+// blobKey names a download: one per blob of an upstream, whichever of its
+// repositories it goes through.
+type blobKey struct {
+	u  *upstream
+	dg digest.Digest
+}
+
 // StatBlob returns the size of blob dg of mirrored repository local: from
 // storage when cached, else from a HEAD to the upstream (nothing is
-// stored). It returns storage.ErrBlobUnknown when neither has it.
+// stored). It returns storage.ErrBlobUnknown when neither has it, and for
+// a foreign layer of a cached manifest without asking the upstream.
 func (p *Proxy) StatBlob(ctx context.Context, local string, dg digest.Digest) (int64, error) {
 	size, err := p.store.StatBlob(ctx, local, dg)
 	u, remoteName := p.lookup(local)
 	if u == nil || !errors.Is(err, storage.ErrBlobUnknown) {
 		return size, err
+	}
+	if foreign, err := p.store.IsForeign(ctx, local, dg); err != nil || foreign {
+		return 0, cmp.Or(err, storage.ErrBlobUnknown)
 	}
 	resp, err := p.blobRequest(ctx, u, remoteName, http.MethodHead, dg)
 	if err != nil {
@@ -38,44 +58,106 @@ func (p *Proxy) StatBlob(ctx context.Context, local string, dg digest.Digest) (i
 // from storage. Otherwise the first request fetches it from the upstream
 // and gets the bytes as they arrive, while they are stored
 // (storage.PutBlob verifies the digest; a mismatch stores nothing and
-// fails the reader at its end); a request for the same blob of the same
-// repository meanwhile waits for that fetch to end and reads from storage.
+// fails the reader at its end). A request for the same blob through any
+// repository of the same upstream meanwhile waits for that fetch to end
+// and reads from storage; the blob is stored once, and linked into
+// another repository once the upstream confirms (a HEAD) that it has the
+// blob there too, so that no repository serves what its upstream
+// repository does not hold. A blob already stored, through another
+// repository or pushed, is linked in the same way rather than fetched.
 //
 // The fetch does not depend on the first client: if it goes away, the
-// download goes on, so that those waiting get the blob. A blob of the
-// same digest pulled through two repositories at once is fetched twice
-// (each repository's upstream vouches for its own content).
+// download goes on, so that those waiting get the blob.
+//
+// A foreign layer of a manifest cached in local (a descriptor with urls:
+// content its vendor does not let registries distribute) is neither
+// fetched nor stored: it is storage.ErrBlobUnknown, and the client takes
+// it from the urls, as it would from the upstream.
+//
+// Errors: storage.ErrBlobUnknown when the upstream does not have the blob,
+// ErrUpstream wrapped when the upstream failed (or sent content that is
+// not the digest's), and storage's own errors (storage.ErrStorageFull...)
+// when storing failed, for the first client and those waiting alike.
 func (p *Proxy) OpenBlob(ctx context.Context, local string, dg digest.Digest) (io.ReadCloser, int64, error) {
 	u, remoteName := p.lookup(local)
 	if u == nil {
 		return p.store.OpenBlob(ctx, local, dg, 0)
 	}
-	key := local + "@" + dg.String()
+	key := blobKey{u, dg}
 	for {
 		rc, size, err := p.store.OpenBlob(ctx, local, dg, 0)
 		if !errors.Is(err, storage.ErrBlobUnknown) {
 			return rc, size, err
 		}
+		if foreign, err := p.store.IsForeign(ctx, local, dg); err != nil || foreign {
+			return nil, 0, cmp.Or(err, storage.ErrBlobUnknown)
+		}
 		p.mu.Lock()
 		f, busy := p.flights[key]
 		if !busy {
-			f = &flight{done: make(chan struct{})}
+			f = &flight{done: make(chan struct{}), local: local}
 			p.flights[key] = f
 		}
 		p.mu.Unlock()
 		if !busy {
-			return p.fetchBlob(ctx, u, remoteName, local, dg, key, f)
+			stored, err := p.store.HasBlob(ctx, dg)
+			if err != nil || !stored {
+				if err != nil {
+					p.endFlight(key, f, err)
+					return nil, 0, err
+				}
+				return p.fetchBlob(ctx, u, remoteName, local, dg, key, f)
+			}
+			err = p.link(ctx, u, remoteName, local, dg)
+			p.endFlight(key, f, err)
+			if err != nil {
+				return nil, 0, err
+			}
+			continue // linked: read it from storage
 		}
 		select {
 		case <-f.done:
 		case <-ctx.Done():
 			return nil, 0, ctx.Err()
 		}
+		if f.local != local {
+			// Fetched through another repository: this one's upstream
+			// repository must have it too (if that one's lacked it, this
+			// one's may still have it: ask on the next round).
+			if f.err == nil {
+				if err := p.link(ctx, u, remoteName, local, dg); err != nil {
+					return nil, 0, err
+				}
+			} else if errors.Is(f.err, storage.ErrBlobUnknown) {
+				continue
+			}
+		}
 		if f.err != nil {
 			return nil, 0, f.err
 		}
 		// Stored: read it from storage on the next round.
 	}
+}
+
+// link links stored blob dg into local once u confirms that remoteName
+// has it.
+func (p *Proxy) link(ctx context.Context, u *upstream, remoteName, local string, dg digest.Digest) error {
+	resp, err := p.blobRequest(ctx, u, remoteName, http.MethodHead, dg)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	_, err = p.store.MountBlob(ctx, local, "", dg)
+	return err
+}
+
+// endFlight ends flight f of key with err.
+func (p *Proxy) endFlight(key blobKey, f *flight, err error) {
+	p.mu.Lock()
+	delete(p.flights, key)
+	p.mu.Unlock()
+	f.err = err
+	close(f.done)
 }
 
 // FetchBlob makes sure blob dg of mirrored repository local is stored,
@@ -93,14 +175,7 @@ func (p *Proxy) FetchBlob(ctx context.Context, local string, dg digest.Digest) e
 // fetchBlob starts the download of flight f and returns the reader of the
 // client that started it. The flight ends when the blob is stored or the
 // download failed.
-func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local string, dg digest.Digest, key string, f *flight) (io.ReadCloser, int64, error) {
-	end := func(err error) {
-		p.mu.Lock()
-		delete(p.flights, key)
-		p.mu.Unlock()
-		f.err = err
-		close(f.done)
-	}
+func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local string, dg digest.Digest, key blobKey, f *flight) (io.ReadCloser, int64, error) {
 	// Detached from the client: those waiting need the download to end.
 	// It ends if the upstream sends nothing for upstreamIdle.
 	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -109,7 +184,7 @@ func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local st
 	if err != nil {
 		idle.Stop()
 		cancel()
-		end(err)
+		p.endFlight(key, f, err)
 		return nil, 0, err
 	}
 	pr, pw := io.Pipe()
@@ -120,17 +195,22 @@ func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local st
 		client := &forgivingWriter{w: pw}
 		body := &idleReader{r: resp.Body, idle: idle}
 		_, err := p.store.PutBlob(fctx, local, dg, io.TeeReader(body, client))
-		if err != nil {
-			var mismatch *storage.DigestMismatchError
-			if errors.As(err, &mismatch) {
-				p.log.Error("proxy: upstream blob does not match its digest; not stored", "repository", local, "digest", dg, "got", mismatch.Got)
-			} else {
-				p.log.Warn("proxy: blob download failed", "repository", local, "digest", dg, "err", err)
-			}
+		var mismatch *storage.DigestMismatchError
+		switch {
+		case err == nil:
+		case errors.As(err, &mismatch):
+			p.log.Error("proxy: upstream blob does not match its digest; not stored", "repository", local, "digest", dg, "got", mismatch.Got)
 			err = errors.Join(ErrUpstream, err)
+		case body.err != nil:
+			// The upstream's body failed (or stalled): its fault.
+			p.log.Warn("proxy: blob download failed", "repository", local, "digest", dg, "err", err)
+			err = errors.Join(ErrUpstream, body.err)
+		default:
+			// Storing failed: storage's error (a full disk is a 503).
+			p.log.Error("proxy: storing a blob from the upstream failed", "repository", local, "digest", dg, "err", err)
 		}
 		pw.CloseWithError(err) // nil: EOF
-		end(err)
+		p.endFlight(key, f, err)
 	}()
 	return pr, resp.ContentLength, nil
 }
@@ -141,15 +221,20 @@ const upstreamIdle = time.Minute
 
 // idleReader runs the idle timer only while it waits for r: time spent
 // passing the bytes on (a slow first client) is not the upstream's.
+// It keeps the first read error other than io.EOF: the upstream's.
 type idleReader struct {
 	r    io.Reader
 	idle *time.Timer
+	err  error
 }
 
 func (r *idleReader) Read(b []byte) (int, error) {
 	r.idle.Reset(upstreamIdle)
 	n, err := r.r.Read(b)
 	r.idle.Stop()
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
 	return n, err
 }
 

@@ -4,16 +4,26 @@
 // Each Upstream mirrors the repositories under a prefix of the local name
 // space ("hub/library/alpine" is "library/alpine" of the upstream), or,
 // with an empty prefix, every repository (Distribution's proxy section,
-// what Docker's registry-mirrors expects). Manifests by tag are fetched
-// again once their TTL has passed since the last fetch (the time is kept
-// in storage, see storage.SetTagFetched); when the upstream then fails
-// (unreachable, 5xx, 429) the cached copy is served. Manifests by digest
-// and blobs are immutable: stored once, served from storage after.
+// what Docker's registry-mirrors expects).
+//
+// A pull by tag asks the upstream with a HEAD (registries such as Docker
+// Hub do not count HEADs against their rate limits), as Distribution's
+// proxy does: when the digest is the cached manifest's, that is served;
+// otherwise the manifest is fetched and stored. When the upstream fails
+// (unreachable, 5xx, 429) the cached copy is served. Upstream.TagCheck
+// may let a confirmed tag be served for a while without asking. Manifests
+// by digest and blobs are immutable: stored once, served from storage
+// after. Concurrent requests for one manifest make one upstream request.
 //
 // A blob that is not cached is streamed to the first client while it is
-// being stored (see Proxy.OpenBlob); concurrent requests for the same blob
-// of the same repository wait for that fetch and are then served from
-// storage, so the upstream sees one download.
+// being stored (see Proxy.OpenBlob). Concurrent requests for the same
+// blob through any repository of the same upstream wait for that one
+// download; a blob already stored (through another repository) is linked
+// once the upstream confirms, with a HEAD, that this repository has it.
+// Foreign layers of cached manifests are never fetched.
+//
+// How long cached content is kept (Upstream.TTL) is garbage collection's
+// business: Retention turns the TTLs into storage retention rules.
 //
 // The upstream client is go-containerregistry's remote and transport
 // packages: they implement the registry token flow (the Bearer challenge,
@@ -26,20 +36,21 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage"
 )
@@ -61,13 +72,22 @@ type Upstream struct {
 	// Username and Password authenticate to the upstream (Basic, or for
 	// its token flow). Empty: anonymous.
 	Username, Password string
-	// TTL is how long a manifest fetched by tag is served from the cache
-	// before the upstream is asked again. Zero: the upstream is asked on
-	// every pull of a tag, as Distribution's proxy does (the cached copy
-	// still stands in while the upstream fails).
+	// TTL is how long cached content is kept, as Distribution's proxy
+	// ttl: a garbage collection removes tags that were not fetched or
+	// changed for longer, then the manifests and blobs only they kept (see
+	// Retention). Zero or negative: kept until removed otherwise. The
+	// proxy itself does not act on it.
 	TTL time.Duration
+	// TagCheck is how long a tag the upstream confirmed is served from the
+	// cache without asking again. Zero: the upstream is asked (a HEAD) on
+	// every pull of a tag, as Distribution's proxy does.
+	TagCheck time.Duration
+	// CAFile is a PEM file of certificate authorities trusted for this
+	// upstream (and its token realm) besides the system's. Empty: the
+	// system's only. Ignored when Transport is set.
+	CAFile string
 	// Transport carries requests to the upstream (and its token realm).
-	// Nil: http.DefaultTransport.
+	// Nil: http.DefaultTransport's settings, with CAFile.
 	Transport http.RoundTripper
 }
 
@@ -96,14 +116,8 @@ type Proxy struct {
 	log       *slog.Logger
 	upstreams []*upstream
 	mu        sync.Mutex
-	flights   map[string]*flight
-}
-
-// flight is a blob download in progress; done is closed when it ends,
-// err then says how.
-type flight struct {
-	done chan struct{}
-	err  error
+	flights   map[blobKey]*flight
+	manifests map[string]*manifestFlight
 }
 
 // New returns a proxy of store for ups, which must be valid (see
@@ -115,11 +129,19 @@ func New(store *storage.Store, ups []Upstream, log *slog.Logger) (*Proxy, error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{store: store, log: log, flights: map[string]*flight{}}
-	for _, u := range ups {
+	p := &Proxy{store: store, log: log, flights: map[blobKey]*flight{}, manifests: map[string]*manifestFlight{}}
+	for i, u := range ups {
 		ru := &upstream{Upstream: u}
 		if ru.Transport == nil {
-			ru.Transport = http.DefaultTransport
+			t := http.DefaultTransport.(*http.Transport).Clone()
+			if u.CAFile != "" {
+				pool, err := LoadCA(u.CAFile)
+				if err != nil {
+					return nil, fmt.Errorf("proxy: upstream %d: %w", i, err)
+				}
+				t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			}
+			ru.Transport = t
 		}
 		parsed, _ := url.Parse(u.RemoteURL)
 		var opts []name.Option
@@ -140,6 +162,47 @@ func New(store *storage.Store, ups []Upstream, log *slog.Logger) (*Proxy, error)
 	return p, nil
 }
 
+// LoadCA returns the system's certificate pool with the certificates of
+// PEM file path added; a file without one is an error.
+func LoadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca %s: no PEM certificate in it", path)
+	}
+	return pool, nil
+}
+
+// Retention returns the retention rules that expire the cached content of
+// ups after their TTL (none for a TTL of zero or less): each removes the
+// tags of its upstream's repositories that were last fetched or changed
+// more than TTL ago, and untagged manifests stored more than TTL ago (so,
+// with them, the blobs only those referenced). A collection applies the
+// first rule that matches a repository, so rules placed before these win.
+func Retention(ups []Upstream) []storage.RetentionRule {
+	var rules []storage.RetentionRule
+	for _, u := range ups {
+		if u.TTL <= 0 {
+			continue
+		}
+		r := storage.RetentionRule{TagsOlderThan: u.TTL, UntaggedOlderThan: u.TTL}
+		if u.Prefix != "" {
+			r.Repositories = u.Prefix + "/**"
+		}
+		if err := r.Compile(); err != nil {
+			continue // a valid prefix always compiles
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
 // Validate checks upstreams: remote URLs http(s) with a host and no path,
 // prefixes valid repository names, none equal to or inside another, and
 // an empty prefix only alone.
@@ -154,8 +217,8 @@ func Validate(ups []Upstream) error {
 			}
 			return fmt.Errorf("upstream %d: remoteurl %s: want http(s)://host[:port] with no path, query or credentials", i, shown)
 		}
-		if u.TTL < 0 {
-			return fmt.Errorf("upstream %d: ttl %v is negative", i, u.TTL)
+		if u.TagCheck < 0 {
+			return fmt.Errorf("upstream %d: tagcheck %v is negative", i, u.TagCheck)
 		}
 		if u.Prefix == "" {
 			if len(ups) > 1 {
@@ -238,79 +301,4 @@ func unavailable(err error) bool {
 		return terr.StatusCode >= 500 || terr.StatusCode == http.StatusTooManyRequests
 	}
 	return errors.Is(err, ErrUpstream)
-}
-
-// GetManifest returns the manifest ref (a tag or digest) of mirrored
-// repository local: from storage when it is cached (and, for a tag,
-// fetched less than the TTL ago), else from the upstream, stored first.
-// A tag whose upstream cannot be reached is served from the cache however
-// old. It returns storage.ErrManifestUnknown when neither has it.
-func (p *Proxy) GetManifest(ctx context.Context, local, ref string) (*storage.Manifest, error) {
-	u, remoteName := p.lookup(local)
-	if u == nil {
-		return p.store.GetManifest(ctx, local, ref)
-	}
-	_, derr := digest.Parse(ref)
-	byDigest := derr == nil
-	cached, cerr := p.store.GetManifest(ctx, local, ref)
-	if cerr != nil && !errors.Is(cerr, storage.ErrManifestUnknown) {
-		return nil, cerr
-	}
-	if byDigest {
-		if cerr == nil {
-			return cached, nil
-		}
-	} else if cerr == nil {
-		at, err := p.store.TagFetched(ctx, local, ref)
-		if err != nil {
-			p.log.Warn("proxy: reading a tag's fetch time", "repository", local, "tag", ref, "err", err)
-		}
-		if time.Since(at) < u.TTL {
-			return cached, nil
-		}
-	}
-	m, err := p.fetchManifest(ctx, u, local, remoteName, ref)
-	switch {
-	case err == nil:
-		return m, nil
-	case errors.Is(err, errNotFound):
-		return nil, storage.ErrManifestUnknown
-	case cached != nil && unavailable(err):
-		p.log.Warn("proxy: upstream unavailable, serving the cached manifest", "repository", local, "reference", ref, "err", err)
-		return cached, nil
-	}
-	return nil, err
-}
-
-// fetchManifest gets ref of remoteName from u and stores it in local (a
-// tag with its fetch time).
-func (p *Proxy) fetchManifest(ctx context.Context, u *upstream, local, remoteName, ref string) (*storage.Manifest, error) {
-	t, err := u.transport(ctx, remoteName)
-	if err != nil {
-		return nil, err
-	}
-	repo := u.reg.Repo(remoteName)
-	var r name.Reference
-	if _, err := digest.Parse(ref); err == nil {
-		r = repo.Digest(ref)
-	} else {
-		r = repo.Tag(ref)
-	}
-	at := time.Now()
-	desc, err := remote.Get(r, remote.WithContext(ctx), remote.WithTransport(t))
-	if err != nil {
-		return nil, upstreamErr(err)
-	}
-	// remote.Get checks a manifest fetched by digest against it; storage
-	// checks again (PutMirroredManifest under ref).
-	res, err := p.store.PutMirroredManifest(ctx, local, ref, string(desc.MediaType), desc.Manifest)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := digest.Parse(ref); err != nil {
-		if err := p.store.SetTagFetched(ctx, local, ref, at); err != nil {
-			return nil, err
-		}
-	}
-	return &storage.Manifest{Digest: res.Digest, MediaType: res.MediaType, Payload: desc.Manifest}, nil
 }

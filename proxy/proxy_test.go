@@ -3,6 +3,7 @@ package proxy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLookup(t *testing.T) {
@@ -68,5 +69,22 @@ func TestValidate(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tc.ups, err, tc.want)
 		}
+	}
+}
+
+func TestRetention(t *testing.T) {
+	rules := Retention([]Upstream{
+		{Prefix: "hub", TTL: time.Hour},
+		{Prefix: "mcr", TTL: 0},
+		{Prefix: "ghcr", TTL: -time.Second},
+	})
+	if len(rules) != 1 || rules[0].Repositories != "hub/**" || rules[0].TagsOlderThan != time.Hour || rules[0].UntaggedOlderThan != time.Hour {
+		t.Fatalf("Retention = %+v, want one rule for hub/** of 1h", rules)
+	}
+	if all := Retention([]Upstream{{TTL: time.Hour}}); len(all) != 1 || all[0].Repositories != "" {
+		t.Fatalf("Retention of Distribution's mode = %+v, want one rule for every repository", all)
+	}
+	if err := Validate([]Upstream{{Prefix: "a", RemoteURL: "https://a", TagCheck: -time.Second}}); err == nil || !strings.Contains(err.Error(), "tagcheck") {
+		t.Fatalf("a negative tagcheck: %v", err)
 	}
 }

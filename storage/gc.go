@@ -113,7 +113,8 @@ type refs struct {
 	blobs    []digest.Digest // config and layers stored here
 	children []digest.Digest
 	subject  digest.Digest
-	missing  bool // the manifest's content is gone: it references nothing
+	foreign  []digest.Digest // layers with urls, not stored here
+	missing  bool            // the manifest's content is gone: it references nothing
 }
 
 // collection is one run's state.
@@ -219,7 +220,12 @@ func (c *collection) run(ctx context.Context) error {
 	// Tags and manifests first, repository by repository; then what the
 	// surviving manifests reference is reachable, and every other blob is a
 	// candidate.
-	if err := c.each(ctx, len(repos), func(i int) error { return c.sweepRepo(ctx, repos[i]) }); err != nil {
+	if err := c.each(ctx, len(repos), func(i int) error {
+		if err := c.sweepRepo(ctx, repos[i]); err != nil {
+			return err
+		}
+		return c.sweepProxyRecords(ctx, repos[i])
+	}); err != nil {
 		return err
 	}
 	reachable := map[digest.Digest]bool{}
@@ -428,6 +434,8 @@ func (c *collection) readManifests(ctx context.Context, repos []*repoState) erro
 		for _, l := range doc.Layers {
 			if len(l.URLs) == 0 {
 				rf.blobs = append(rf.blobs, l.Digest)
+			} else {
+				rf.foreign = append(rf.foreign, l.Digest)
 			}
 		}
 		if doc.Subject != nil {

@@ -129,7 +129,7 @@ func (s *Store) lastHashState(ctx context.Context, name, id string) string {
 }
 
 // DeleteRepository removes repository name: its tags, manifests, links,
-// referrers index and upload sessions. Repositories nested under it
+// referrers index, upload sessions and pull-through records. Repositories nested under it
 // ("name/sub") stay. Blobs that no other repository uses are freed by the
 // next garbage collection. It returns ErrNameUnknown when there is no such
 // repository.
@@ -151,5 +151,5 @@ func (s *Store) DeleteRepository(ctx context.Context, name string) error {
 	if !found {
 		return ErrNameUnknown
 	}
-	return nil
+	return s.deleteProxyRecords(ctx, name)
 }

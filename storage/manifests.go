@@ -204,8 +204,19 @@ func (s *Store) PutManifest(ctx context.Context, name, ref, contentType string, 
 // manifest is stored when a client asks for it, before any of its blobs,
 // which are fetched from the upstream when asked for in turn. Everything
 // else (validation, digest, tags, referrers) is PutManifest's.
+// Its foreign layers are recorded (see IsForeign), so that the cache
+// never fetches them.
 func (s *Store) PutMirroredManifest(ctx context.Context, name, ref, contentType string, payload []byte) (PutManifestResult, error) {
-	return s.putManifest(ctx, name, ref, contentType, payload, false, nil)
+	res, err := s.putManifest(ctx, name, ref, contentType, payload, false, nil)
+	if err != nil {
+		return res, err
+	}
+	if doc, _, err := parseManifest(payload, contentType); err == nil {
+		if err := s.markForeign(ctx, name, doc); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }
 
 // putManifest is PutManifest; checkRefs false skips the check of the

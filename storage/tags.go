@@ -51,13 +51,22 @@ func (s *Store) moveTag(ctx context.Context, name, tag string, dg digest.Digest)
 // its current link last, so that an interrupted deletion leaves a tag that
 // still resolves rather than a directory without a current link, which
 // tag listings would show (they read the tags directory alone, as
-// Distribution's do).
+// Distribution's do). A pull-through cache's fetch record of the tag goes
+// last.
 func (s *Store) deleteTag(ctx context.Context, name, tag string) error {
 	err := s.d.Delete(ctx, path.Join(tagPath(name, tag), "index"))
 	if err != nil && !errors.Is(err, driver.ErrNotFound) {
 		return err
 	}
-	return s.d.Delete(ctx, tagPath(name, tag))
+	err = s.d.Delete(ctx, tagPath(name, tag))
+	if err != nil && !errors.Is(err, driver.ErrNotFound) {
+		return err
+	}
+	// A pull-through cache's record of the tag goes with it.
+	if rerr := s.d.Delete(ctx, proxyFetchedPath(name, tag)); rerr != nil && !errors.Is(rerr, driver.ErrNotFound) {
+		return rerr
+	}
+	return err
 }
 
 // Untag removes tag from repository name; the manifest stays.

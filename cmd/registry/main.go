@@ -157,6 +157,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 	// One driver, metered when metrics are on, for the store and the
 	// notification queue.
 	drv = metered.Wrap(drv, metrics)
+	if cfg.wrapDriver != nil {
+		drv = cfg.wrapDriver(drv)
+	}
 	storeOpts := cfg.storageOptions()
 	storeOpts.Registerer = metrics
 	store := storage.NewWithOptions(drv, storeOpts)
@@ -188,7 +191,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		for i := range ups {
 			ups[i].Transport = cfg.proxyTransport
 			log.Info("pull-through cache", "prefix", ups[i].Prefix, "remoteurl", ups[i].RemoteURL,
-				"authenticated", ups[i].Username != "", "ttl", ups[i].TTL)
+				"authenticated", ups[i].Username != "", "ttl", ups[i].TTL, "tagcheck", ups[i].TagCheck, "ca", ups[i].CAFile)
 		}
 		if mirror, err = proxy.New(store, ups, log); err != nil {
 			return err

@@ -19,12 +19,18 @@ func TestConfigProxyKeys(t *testing.T) {
 		t.Fatalf("default proxy: ttl %v, upstreams %v; want 168h and none", c.Proxy.TTL, c.proxyUpstreams())
 	}
 
-	// Distribution's ttl: 0 (there: keep cached content forever) starts:
-	// here it asks the upstream on every pull of a tag.
+	// Distribution's ttl 0 or negative: cached content is kept forever, so
+	// no retention rule; tagcheck is 0 unless set.
 	t.Setenv("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io")
-	t.Setenv("REGISTRY_PROXY_TTL", "0s")
-	if c, err := loadConfig(""); err != nil || c.proxyUpstreams()[0].TTL != 0 {
-		t.Fatalf("proxy.ttl 0: %v", err)
+	for _, ttl := range []string{"0s", "-1h"} {
+		t.Setenv("REGISTRY_PROXY_TTL", ttl)
+		c, err := loadConfig("")
+		if err != nil {
+			t.Fatalf("proxy.ttl %s: %v", ttl, err)
+		}
+		if rules, _ := c.proxyRetention(); len(rules) != 0 || c.proxyUpstreams()[0].TagCheck != 0 {
+			t.Errorf("proxy.ttl %s: retention rules %+v, tagcheck %v; want none and 0", ttl, rules, c.proxyUpstreams()[0].TagCheck)
+		}
 	}
 	os.Unsetenv("REGISTRY_PROXY_REMOTEURL")
 	os.Unsetenv("REGISTRY_PROXY_TTL")
@@ -69,7 +75,8 @@ func TestConfigProxyValidation(t *testing.T) {
 		{`[{prefix: hub, remoteurl: "ftp://a"}]`, "remoteurl"},
 		{`[{prefix: hub, remoteurl: "https://a/v2/x"}]`, "remoteurl"},
 		{`[{prefix: hub, remoteurl: "https://user:hunter2@a"}]`, "remoteurl"},
-		{`[{prefix: hub, remoteurl: "https://a", ttl: -1s}]`, "ttl"},
+		{`[{prefix: hub, remoteurl: "https://a", tagcheck: -1s}]`, "tagcheck"},
+		{`[{prefix: hub, remoteurl: "https://a", ca: /nonexistent/ca.pem}]`, "upstreams[0].ca"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			t.Setenv("REGISTRY_PROXY_UPSTREAMS", tc.env)

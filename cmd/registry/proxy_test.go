@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,8 +21,8 @@ import (
 // it counts the upstream requests by kind, and can hold a blob download
 // after its first bytes until released.
 type upstreamCounter struct {
-	inner http.RoundTripper
 	mu    sync.Mutex
+	inner http.RoundTripper // under mu
 	// counts: "GET blob sha256:…", "GET manifest v1", …
 	counts map[string]int
 	// hold, when set, makes a blob GET's body stop after holdAfter bytes
@@ -48,9 +47,9 @@ func (u *upstreamCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	u.mu.Lock()
 	u.counts[req.Method+" "+kind]++
-	hold, after, held := u.hold, u.holdAfter, u.held
+	hold, after, held, inner := u.hold, u.holdAfter, u.held, u.inner
 	u.mu.Unlock()
-	resp, err := u.inner.RoundTrip(req)
+	resp, err := inner.RoundTrip(req)
 	if err == nil && hold != nil && req.Method == http.MethodGet && strings.HasPrefix(kind, "blob ") && resp.StatusCode == 200 {
 		resp.Body = &heldBody{ReadCloser: resp.Body, left: after, hold: hold, held: func() { u.heldOnce.Do(func() { close(held) }) }}
 	}
@@ -91,9 +90,16 @@ func (b *heldBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// mirrorOf starts a registry whose repositories under each prefix mirror
-// the upstream given with it, through counters, with ttl.
-func startMirror(t *testing.T, ttl time.Duration, ups map[string]*testServer, user, password string) (*testServer, map[string]*upstreamCounter) {
+// startMirror starts a registry whose repositories under each prefix
+// mirror the upstream given with it, through counters, with tagcheck.
+func startMirror(t *testing.T, tagCheck time.Duration, ups map[string]*testServer, user, password string) (*testServer, map[string]*upstreamCounter) {
+	t.Helper()
+	return startMirrorWith(t, t.TempDir(), ups, user, password, func(c *Config) { c.Proxy.TagCheck = tagCheck })
+}
+
+// startMirrorWith is startMirror with root as its data directory and
+// configure to adjust its configuration.
+func startMirrorWith(t *testing.T, root string, ups map[string]*testServer, user, password string, configure func(*Config)) (*testServer, map[string]*upstreamCounter) {
 	t.Helper()
 	counters := map[string]*upstreamCounter{}
 	var routes = map[string]http.RoundTripper{}
@@ -101,8 +107,8 @@ func startMirror(t *testing.T, ttl time.Duration, ups map[string]*testServer, us
 		counters[prefix] = newUpstreamCounter(up.tr)
 		routes[up.addr] = counters[prefix]
 	}
-	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
-		c.Proxy.TTL = ttl
+	mirror := startServerWith(t, root, func(c *Config) {
+		configure(c)
 		for prefix, up := range ups {
 			c.Proxy.Upstreams = append(c.Proxy.Upstreams, UpstreamConfig{Prefix: prefix, RemoteURL: "https://" + up.addr, Username: user, Password: password})
 		}
@@ -145,7 +151,7 @@ func TestPullThroughCache(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const ttl = 2 * time.Second
+	const ttl = 2 * time.Second // the tagcheck
 	mirror, counters := startMirror(t, ttl, map[string]*testServer{"hub": secure, "mirrors/open": open}, "alice", "alice-password")
 	hub := counters["hub"]
 	local := mirror.repo(t, "hub/team/app")
@@ -397,7 +403,6 @@ func TestDistributionProxyMode(t *testing.T) {
 	counter := newUpstreamCounter(up.tr)
 	mirror := startServerWith(t, t.TempDir(), func(c *Config) {
 		c.Proxy.RemoteURL = "https://" + up.addr
-		c.Proxy.TTL = 0 // ask the upstream for the tag on every pull, as Distribution does
 		c.proxyTransport = counter
 	}, nil)
 	for range 2 {
@@ -407,8 +412,10 @@ func TestDistributionProxyMode(t *testing.T) {
 		}
 		checkSameImage(t, img, got)
 	}
-	if n, b := counter.count("GET manifest 3"), counter.count("GET blob"); n != 2 || b != 3 {
-		t.Errorf("two pulls with ttl 0: %d manifest GETs upstream (want 2), %d blob GETs (want 3)", n, b)
+	// The tag is asked for on every pull, as Distribution does: a HEAD,
+	// and no GET while the digest is the cached one.
+	if n, h, b := counter.count("GET manifest 3"), counter.count("HEAD manifest 3"), counter.count("GET blob"); n != 1 || h != 1 || b != 3 {
+		t.Errorf("two pulls: %d manifest GETs upstream (want 1), %d HEADs (want 1), %d blob GETs (want 3)", n, h, b)
 	}
 	if _, err := remote.Image(mirror.repo(t, "library/nothing").Tag("3"), mirror.opts(t)...); statusOf(err) != 404 {
 		t.Errorf("a repository the upstream lacks: %v, want 404", err)
@@ -504,38 +511,8 @@ func TestPullThroughDigestMismatch(t *testing.T) {
 // other blobs are pulled through as usual.
 func TestPullThroughForeignLayer(t *testing.T) {
 	up := startServer(t, t.TempDir())
-	base := randomImage(t, 1)
-	if err := remote.Write(up.repo(t, "windows/app").Tag("base"), base, up.opts(t)...); err != nil {
-		t.Fatal(err)
-	}
-	bm, err := base.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The foreign layer's content exists only at its url, never upstream.
-	foreign := sha256.Sum256([]byte("a Windows base layer served by its vendor"))
-	foreignDigest := "sha256:" + hex.EncodeToString(foreign[:])
-	payload := []byte(`{
-   "schemaVersion": 2,
-   "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-   "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": ` + itoa(bm.Config.Size) + `, "digest": "` + bm.Config.Digest.String() + `"},
-   "layers": [
-      {
-         "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-         "size": 1234567,
-         "digest": "` + foreignDigest + `",
-         "urls": ["https://mcr.microsoft.com/v2/windows/nanoserver/blobs/` + foreignDigest + `"]
-      },
-      {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": ` + itoa(bm.Layers[0].Size) + `, "digest": "` + bm.Layers[0].Digest.String() + `"}
-   ]
-}`)
+	base, bm, payload, foreignDigest, manifestDigest := pushForeignManifest(t, up)
 	const mt = "application/vnd.docker.distribution.manifest.v2+json"
-	resp, body := up.do(t, "PUT", up.url("/v2/windows/app/manifests/ltsc"), http.Header{"Content-Type": {mt}}, payload)
-	if resp.StatusCode != 201 {
-		t.Fatalf("upstream refused a manifest whose foreign layer it does not hold: %d %s", resp.StatusCode, body)
-	}
-	sum := sha256.Sum256(payload)
-	manifestDigest := "sha256:" + hex.EncodeToString(sum[:])
 
 	mirror, counters := startMirror(t, time.Hour, map[string]*testServer{"mcr": up}, "", "")
 	c := counters["mcr"]
@@ -585,5 +562,3 @@ func TestPullThroughForeignLayer(t *testing.T) {
 		t.Errorf("blob GETs upstream = %d, want 2 (config and the distributable layer)", n)
 	}
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -14,7 +14,8 @@ import (
 // the logic is the storage package's, this file only times it.
 
 // startMaintenance starts the scheduled garbage collection and upload
-// purging that cfg enables, on store, until ctx ends. wait returns once
+// purging that cfg enables, on store, until ctx ends; a pull-through
+// cache with a ttl has collections even when storage.gc is off. wait returns once
 // both have stopped; a run in progress stops when ctx ends.
 func startMaintenance(ctx context.Context, cfg Config, store *storage.Store, log *slog.Logger) (wait func()) {
 	var wg sync.WaitGroup
@@ -27,6 +28,20 @@ func startMaintenance(ctx context.Context, cfg Config, store *storage.Store, log
 			"deleteuntagged", gc.DeleteUntagged, "dryrun", gc.DryRun, "retention_rules", len(opts.Retention))
 		wg.Go(func() {
 			runEvery(ctx, gc.Interval, func(ctx context.Context) {
+				_, err := store.CollectGarbage(ctx, opts)
+				logRunError(ctx, log, "garbage collection", err)
+			})
+		})
+	}
+	if opts, interval, ok := cfg.proxyGCOptions(); ok && !cfg.Storage.GC.Enabled {
+		// A pull-through cache with a ttl expires its content without
+		// storage.gc, as Distribution's does.
+		log := log.With("task", "gc", "for", "proxy.ttl")
+		opts.Logger = log
+		opts.OnRemove = func(r storage.Removal) { logRemoval(log, "garbage collection", false, r.String()) }
+		log.Info("garbage collection scheduled for the pull-through cache's ttl", "interval", interval, "graceperiod", cfg.Storage.GC.GracePeriod)
+		wg.Go(func() {
+			runEvery(ctx, interval, func(ctx context.Context) {
 				_, err := store.CollectGarbage(ctx, opts)
 				logRunError(ctx, log, "garbage collection", err)
 			})
