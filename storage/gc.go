@@ -220,12 +220,22 @@ func (c *collection) run(ctx context.Context) error {
 	// Tags and manifests first, repository by repository; then what the
 	// surviving manifests reference is reachable, and every other blob is a
 	// candidate.
+	recorded, err := c.s.proxyRecordRepos(ctx)
+	if err != nil {
+		return err
+	}
 	if err := c.each(ctx, len(repos), func(i int) error {
 		if err := c.sweepRepo(ctx, repos[i]); err != nil {
 			return err
 		}
+		if !recorded[repos[i].name] {
+			return nil
+		}
 		return c.sweepProxyRecords(ctx, repos[i])
 	}); err != nil {
+		return err
+	}
+	if err := c.sweepOrphanRecords(ctx, repos, recorded); err != nil {
 		return err
 	}
 	reachable := map[digest.Digest]bool{}

@@ -140,6 +140,9 @@ func TestProxyRecordsGoWithTheirContent(t *testing.T) {
 	if err := s.SetTagFetched(ctx, "hub/w/sub", "gone", now); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetTagFetched(ctx, "hub/ghost", "v1", now); err != nil { // no such repository
+		t.Fatal(err)
+	}
 	foreignX, manifestX := foreignImage(t, s, "hub/x", "v1")
 	if err := s.Untag(ctx, "hub/x", "v1"); err != nil {
 		t.Fatal(err)
@@ -148,12 +151,12 @@ func TestProxyRecordsGoWithTheirContent(t *testing.T) {
 		t.Fatal(err)
 	}
 	collect(t, s, GCOptions{})
-	if !fetched("hub/w/sub", "gone") || !isForeign("hub/x", foreignX) {
+	if !fetched("hub/w/sub", "gone") || !isForeign("hub/x", foreignX) || !fetched("hub/ghost", "v1") {
 		t.Fatal("a collection removed records younger than the grace period")
 	}
 	age(t, root)
 	collect(t, s, GCOptions{})
-	if fetched("hub/w/sub", "gone") || isForeign("hub/x", foreignX) {
+	if fetched("hub/w/sub", "gone") || isForeign("hub/x", foreignX) || fetched("hub/ghost", "v1") {
 		t.Error("a collection left stray records")
 	}
 	if !fetched("hub/w/sub", "ltsc") || !isForeign("hub/w/sub", foreignSub) {

@@ -83,3 +83,55 @@ func (c *collection) removeRecord(ctx context.Context, p string) error {
 	}
 	return nil
 }
+
+// proxyRecordRepos walks the pull-through record trees once and returns
+// the repositories that have records, so that a collection lists records
+// only where there are some: its cost follows the cache, not the registry.
+// A directory holding an entry whose name begins with "@" (a tag's fetch
+// record, or a foreign-layer record's algorithm) is a repository's.
+func (s *Store) proxyRecordRepos(ctx context.Context) (map[string]bool, error) {
+	repos := map[string]bool{}
+	var walk func(dir, name string) error
+	walk = func(dir, name string) error {
+		entries, err := s.listIfAny(ctx, dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			base := path.Base(e)
+			if strings.HasPrefix(base, "@") {
+				repos[name] = true
+				continue
+			}
+			if err := walk(e, path.Join(name, base)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, tree := range []string{berthPath("proxy", "fetched"), berthPath("proxy", "foreign")} {
+		if err := walk(tree, ""); err != nil {
+			return nil, err
+		}
+	}
+	delete(repos, "")
+	return repos, nil
+}
+
+// sweepOrphanRecords removes the records of repositories that are gone
+// (past the grace period, as every record).
+func (c *collection) sweepOrphanRecords(ctx context.Context, repos []*repoState, recorded map[string]bool) error {
+	live := make(map[string]bool, len(repos))
+	for _, r := range repos {
+		live[r.name] = true
+	}
+	for name := range recorded {
+		if live[name] {
+			continue
+		}
+		if err := c.sweepProxyRecords(ctx, &repoState{name: name, tags: map[string]tagState{}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
