@@ -58,17 +58,17 @@ func TestDockerPullThroughCache(t *testing.T) {
 	tmp := t.TempDir()
 	id := randomID(t)
 	ip := hostAddress(t)
-	// The auth server is reached by name, as localhost: the mirror's
-	// upstream client (go-containerregistry v0.22) refuses a token realm
-	// at a private or loopback IP address other than the registry's own
-	// host:port. The engine, on this host, reaches it there too.
+	// The token realm is a loopback IP address on a port of its own, which
+	// go-containerregistry's token flow would refuse (not the registry's
+	// host:port): the mirror's own answers the challenge. The engine, on
+	// this host, reaches it there too.
 	upstream, mirror := freeAddrOn(t, ip), freeAddrOn(t, ip)
 	for mirror == upstream {
 		mirror = freeAddrOn(t, ip)
 	}
 	authAddr := freeAddrOn(t, "127.0.0.1")
 	_, authPort, _ := net.SplitHostPort(authAddr)
-	realm := "https://localhost:" + authPort + "/token"
+	realm := "https://127.0.0.1:" + authPort + "/token"
 	say("pull-through cache: upstream %s, mirror %s, auth server %s", upstream, mirror, realm)
 
 	// 1. Binaries, one certificate for the address, a token key, users.
@@ -79,7 +79,7 @@ func TestDockerPullThroughCache(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	certs := filepath.Join(tmp, "certs")
-	if _, err := tlsutil.EnsureCertificates(tlsutil.CAConfig{Dir: certs, Name: "server", Hosts: []string{ip, "localhost"}}, false); err != nil {
+	if _, err := tlsutil.EnsureCertificates(tlsutil.CAConfig{Dir: certs, Name: "server", Hosts: []string{ip, "127.0.0.1", "localhost"}}, false); err != nil {
 		t.Fatal(err)
 	}
 	tool := func(stdin string, args ...string) {
@@ -128,22 +128,24 @@ auth:
   token: {realm: %q, service: %s, issuer: berth-auth, rootcertbundle: %q}
 %s`, data, addr, filepath.Join(certs, "server.crt"), filepath.Join(certs, "server.key"), realm, service, filepath.Join(certs, "token.crt"), extra)
 	}
-	// ttl 0s: the mirror asks the upstream on every pull of a tag, so the
-	// pull with the upstream stopped is served by falling back to the
-	// cache. The mirror trusts the upstream (and its token realm) through
-	// SSL_CERT_FILE: there is no per-upstream CA key yet.
+	// tagcheck 0s (the default): the mirror asks the upstream on every pull
+	// of a tag, so the pull with the upstream stopped is served by falling
+	// back to the cache. ttl 0s: cached content is kept until removed. The
+	// mirror trusts the upstream (and its token realm) through the
+	// upstream's ca.
+	caFile := filepath.Join(certs, "ca.crt")
 	mirrorProxy := fmt.Sprintf(`proxy:
   ttl: 0s
+  tagcheck: 0s
   upstreams:
-    - {prefix: hub, remoteurl: "https://%s", username: mirror, password: %q}
-`, upstream, mirrorPW)
+    - {prefix: hub, remoteurl: "https://%s", username: mirror, password: %q, ca: %q}
+`, upstream, mirrorPW, caFile)
 	writeFile(t, filepath.Join(tmp, "authserver.yml"), authCfg)
 	writeFile(t, filepath.Join(tmp, "upstream.yml"), registryCfg(upstream, "berth-upstream", filepath.Join(tmp, "upstream-data"), ""))
 	writeFile(t, filepath.Join(tmp, "mirror.yml"), registryCfg(mirror, "berth-mirror", filepath.Join(tmp, "mirror-data"), mirrorProxy))
-	caFile := filepath.Join(certs, "ca.crt")
 	startProcess(t, tmp, "authserver", nil, filepath.Join(bin, "authserver"), "serve", filepath.Join(tmp, "authserver.yml"))
 	upProc := startProcess(t, tmp, "upstream", nil, filepath.Join(bin, "registry"), "serve", filepath.Join(tmp, "upstream.yml"))
-	startProcess(t, tmp, "mirror", []string{"SSL_CERT_FILE=" + caFile}, filepath.Join(bin, "registry"), "serve", filepath.Join(tmp, "mirror.yml"))
+	startProcess(t, tmp, "mirror", nil, filepath.Join(bin, "registry"), "serve", filepath.Join(tmp, "mirror.yml"))
 	waitV2(t, caFile, upstream)
 	waitV2(t, caFile, mirror)
 

@@ -57,8 +57,9 @@ func (p *Proxy) StatBlob(ctx context.Context, local string, dg digest.Digest) (i
 // and its size (-1 when the upstream does not say). A cached blob is read
 // from storage. Otherwise the first request fetches it from the upstream
 // and gets the bytes as they arrive, while they are stored
-// (storage.PutBlob verifies the digest; a mismatch stores nothing and
-// fails the reader at its end). A request for the same blob through any
+// (storage.PutBlob verifies the digest): all but the last byte, which
+// comes once the digest is checked. A mismatch stores nothing, and the
+// reader fails short of the blob's size. A request for the same blob through any
 // repository of the same upstream meanwhile waits for that fetch to end
 // and reads from storage; the blob is stored once, and linked into
 // another repository once the upstream confirms (a HEAD) that it has the
@@ -192,12 +193,13 @@ func (p *Proxy) fetchBlob(ctx context.Context, u *upstream, remoteName, local st
 		defer cancel()
 		defer idle.Stop()
 		defer resp.Body.Close()
-		client := &forgivingWriter{w: pw}
+		client := &tailWriter{w: pw, left: resp.ContentLength}
 		body := &idleReader{r: resp.Body, idle: idle}
 		_, err := p.store.PutBlob(fctx, local, dg, io.TeeReader(body, client))
 		var mismatch *storage.DigestMismatchError
 		switch {
 		case err == nil:
+			client.release() // the digest is checked: the last bytes
 		case errors.As(err, &mismatch):
 			p.log.Error("proxy: upstream blob does not match its digest; not stored", "repository", local, "digest", dg, "got", mismatch.Got)
 			err = errors.Join(ErrUpstream, err)
@@ -238,21 +240,50 @@ func (r *idleReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// forgivingWriter passes writes to w until one fails, then drops them
-// without error, so a client that stops reading does not stop the
-// download that is being stored.
-type forgivingWriter struct {
+// tailWriter passes writes to w but for the last byte of the blob (of
+// size left, when it is known), which it holds back until release: a
+// client gets all of a blob only once its digest has been checked, so one
+// whose content is wrong ends short of its Content-Length, whatever the
+// client does with the error that follows. (Of a blob of unknown size
+// nothing is held: its chunked response lacks its end.) Once a write to w
+// fails (the client went away) the rest are dropped without error, so
+// that the download that is being stored goes on.
+type tailWriter struct {
 	w      io.Writer
+	left   int64 // bytes to the blob's end; negative: unknown
+	held   []byte
 	failed bool
 }
 
-func (f *forgivingWriter) Write(b []byte) (int, error) {
-	if !f.failed {
-		if _, err := f.w.Write(b); err != nil {
-			f.failed = true
+func (t *tailWriter) Write(b []byte) (int, error) {
+	n := len(b)
+	if t.left >= 0 {
+		if int64(n) >= t.left { // the end: its last byte waits
+			end := max(t.left, 0)
+			if end > 0 {
+				t.held = append(t.held[:0], b[end-1])
+				end--
+			}
+			b = b[:end]
+		}
+		t.left -= int64(n)
+	}
+	t.pass(b)
+	return n, nil
+}
+
+// release passes the held byte on.
+func (t *tailWriter) release() {
+	t.pass(t.held)
+	t.held = nil
+}
+
+func (t *tailWriter) pass(b []byte) {
+	if len(b) > 0 && !t.failed {
+		if _, err := t.w.Write(b); err != nil {
+			t.failed = true
 		}
 	}
-	return len(b), nil
 }
 
 // blobRequest sends a HEAD or GET for blob dg of remoteName to u and

@@ -25,13 +25,11 @@
 // How long cached content is kept (Upstream.TTL) is garbage collection's
 // business: Retention turns the TTLs into storage retention rules.
 //
-// The upstream client is go-containerregistry's remote and transport
-// packages: they implement the registry token flow (the Bearer challenge,
-// a token from the realm with Basic credentials or anonymously, refreshed
-// on 401) and Basic auth as Docker Hub, mcr.microsoft.com and ghcr.io
-// expect, are what crane and ko use against those registries every day,
-// and are already a dependency of Berth's tests. Writing that client here
-// would be more code with less exposure.
+// The upstream client is go-containerregistry's remote package (what crane
+// and ko use against Docker Hub, mcr.microsoft.com and ghcr.io every day),
+// over a transport of Berth's own that answers the upstream's Bearer or
+// Basic challenges (see authTransport): remote refuses token realms on
+// private addresses, which a mirror of a registry on a LAN has.
 package proxy
 
 import (
@@ -102,11 +100,10 @@ var ErrMirrored = errors.New("the repository is a pull-through cache of an upstr
 // upstream is an Upstream resolved.
 type upstream struct {
 	Upstream
-	reg  name.Registry
-	auth authn.Authenticator
-	// transports holds one authenticated transport per remote repository
-	// (a token is scoped to one): remote name → http.RoundTripper.
-	transports sync.Map
+	reg name.Registry
+	// rt carries requests to the upstream, authenticated (an authTransport
+	// in a transport.Wrapper, so that remote adds nothing to it).
+	rt http.RoundTripper
 }
 
 // Proxy serves mirrored repositories from a store, filling it from their
@@ -153,9 +150,12 @@ func New(store *storage.Store, ups []Upstream, log *slog.Logger) (*Proxy, error)
 			return nil, fmt.Errorf("proxy: remoteurl %s: %w", u.RemoteURL, err)
 		}
 		ru.reg = reg
-		ru.auth = authn.Anonymous
-		if u.Username != "" || u.Password != "" {
-			ru.auth = &authn.Basic{Username: u.Username, Password: u.Password}
+		at := newAuthTransport(ru.Transport, parsed.Scheme, reg.RegistryStr(), u.Username, u.Password)
+		// A Wrapper is remote's sign to use a transport as it is: no ping,
+		// no token flow of its own. FromToken with a challenge that is not
+		// Bearer makes one that adds no credentials (anonymous).
+		if ru.rt, err = transport.FromToken(reg, authn.Anonymous, at, &transport.Challenge{}, nil); err != nil {
+			return nil, fmt.Errorf("proxy: remoteurl %s: %w", u.RemoteURL, err)
 		}
 		p.upstreams = append(p.upstreams, ru)
 	}
@@ -262,20 +262,10 @@ func (p *Proxy) Mirrors(local string) bool {
 	return u != nil
 }
 
-// transport returns the authenticated transport for remote repository
-// remoteName, made on first use (a ping and, for a token upstream, a
-// token).
-func (u *upstream) transport(ctx context.Context, remoteName string) (http.RoundTripper, error) {
-	if t, ok := u.transports.Load(remoteName); ok {
-		return t.(http.RoundTripper), nil
-	}
-	repo := u.reg.Repo(remoteName)
-	t, err := transport.NewWithContext(ctx, u.reg, u.auth, u.Transport, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, upstreamErr(err)
-	}
-	actual, _ := u.transports.LoadOrStore(remoteName, t)
-	return actual.(http.RoundTripper), nil
+// transport returns the authenticated transport to u (for remoteName: a
+// token is fetched for the scope a request needs, see authTransport).
+func (u *upstream) transport(_ context.Context, _ string) (http.RoundTripper, error) {
+	return u.rt, nil
 }
 
 // upstreamErr classifies an error of the upstream client: a 404 is the
@@ -300,5 +290,5 @@ func unavailable(err error) bool {
 	if errors.As(err, &terr) {
 		return terr.StatusCode >= 500 || terr.StatusCode == http.StatusTooManyRequests
 	}
-	return errors.Is(err, ErrUpstream)
+	return errors.Is(err, ErrUpstream) && !errors.Is(err, ErrUpstreamAuth)
 }

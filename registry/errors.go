@@ -67,6 +67,8 @@ func classify(err error) (int, apiError) {
 		return 401, apiError{Code: "DENIED", Message: ErrInsufficientScope.Error()}
 	case errors.Is(err, ErrDenied):
 		return 403, apiError{Code: "DENIED", Message: ErrDenied.Error()}
+	case errors.Is(err, proxy.ErrUpstreamAuth):
+		return 502, apiError{Code: "UNAVAILABLE", Message: "the upstream registry of this pull-through cache refused its credentials"}
 	case errors.Is(err, proxy.ErrUpstream):
 		return 502, apiError{Code: "UNAVAILABLE", Message: "the upstream registry of this pull-through cache failed: retry later"}
 	case errors.Is(err, storage.ErrNameInvalid):

@@ -474,13 +474,12 @@ func TestPullThroughDigestMismatch(t *testing.T) {
 	}
 	blobURL := mirror.url("/v2/up/app/blobs/" + dg.String())
 	// The response is cut short (the mirror learns of the mismatch at the
-	// end), or at least is not the blob.
+	// end, and holds the last bytes back until then).
 	if resp, err := mirror.tr.RoundTrip(mustRequest(t, "GET", blobURL)); err == nil {
 		body, rerr := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		got := sha256.Sum256(body)
-		if rerr == nil && resp.StatusCode == 200 && "sha256:"+hex.EncodeToString(got[:]) == dg.String() {
-			t.Fatal("the corrupted blob reached the client as the right one")
+		if rerr == nil && resp.StatusCode == 200 {
+			t.Fatalf("the corrupted blob reached the client whole: %d bytes", len(body))
 		}
 		t.Logf("client got %d, %d bytes, read error %v", resp.StatusCode, len(body), rerr)
 	}

@@ -42,7 +42,9 @@ type tokenSetup struct {
 
 // startTokenServer runs the real token server (auth/tokenserver) over TLS
 // from the same private CA as the registry, with users alice (push and
-// pull on team/*, the catalog) and bob (pull on team/*).
+// pull on team/*, the catalog) and bob (pull on team/*); anonymous clients
+// may pull public/*. Its certificate names authHost, localhost and
+// 127.0.0.1.
 func startTokenServer(t *testing.T, certDir string) *tokenSetup {
 	t.Helper()
 	dir := t.TempDir()
@@ -78,11 +80,12 @@ func startTokenServer(t *testing.T, certDir string) *tokenSetup {
 	if err := os.WriteFile(bundle, auth.EncodeCertificatesPEM(cert), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	alice, bob := "alice", "bob"
+	alice, bob, anonymous := "alice", "bob", ""
 	policy, err := auth.NewPolicy([]auth.Rule{
 		{Match: auth.Match{Account: &alice, Type: "registry", Name: "catalog"}, Actions: []string{"*"}},
 		{Match: auth.Match{Account: &alice, Name: "team/*"}, Actions: []string{"pull", "push", "delete"}},
 		{Match: auth.Match{Account: &bob, Name: "team/*"}, Actions: []string{"pull"}},
+		{Match: auth.Match{Account: &anonymous, Name: "public/*"}, Actions: []string{"pull"}},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +94,7 @@ func startTokenServer(t *testing.T, certDir string) *tokenSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsSrv, err := tlsutil.NewServer(tlsutil.Config{CA: &tlsutil.CAConfig{Dir: certDir, Name: "authserver", Hosts: []string{authHost, "localhost"}}}, nil)
+	tlsSrv, err := tlsutil.NewServer(tlsutil.Config{CA: &tlsutil.CAConfig{Dir: certDir, Name: "authserver", Hosts: []string{authHost, "localhost", "127.0.0.1"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
