@@ -59,6 +59,9 @@ func mirrorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	layerSize := int64(32 << 20)
 	fs.Var((*byteSize)(&layerSize), "layer-size", "bytes of each layer")
 	jobs := fs.Int("jobs", 3, "layers a pull downloads at once (Docker's default max-concurrent-downloads is 3)")
+	var upstreamRate int64
+	fs.Var((*byteSize)(&upstreamRate), "upstream-rate", "bytes per second of a link that every response from the upstream crosses, "+
+		"to the mirror and to direct pulls alike (100MiB: a fast internet link); 0: loopback, unlimited")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -68,8 +71,8 @@ func mirrorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *berthBin == "" || *workdir == "" {
 		return errors.New("mirror needs --berth and --workdir")
 	}
-	if *rounds < 1 || *layers < 1 || layerSize < 1 || *jobs < 1 {
-		return errors.New("--rounds, --layers, --layer-size and --jobs must be positive")
+	if *rounds < 1 || *layers < 1 || layerSize < 1 || *jobs < 1 || upstreamRate < 0 {
+		return errors.New("--rounds, --layers, --layer-size and --jobs must be positive, --upstream-rate not negative")
 	}
 	wd, err := filepath.Abs(*workdir)
 	if err != nil {
@@ -103,12 +106,26 @@ func mirrorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("pushing the image to %s: %w", s.name, err)
 		}
 	}
-	// The mirror's upstream is the upstream Berth, trusted through the
-	// certificate as the only root (SSL_CERT_FILE: Berth has no per
-	// upstream CA yet).
+	// With a rate, the mirror and direct pulls reach the upstream through
+	// one link of that bandwidth, as both would over the internet.
+	if upstreamRate > 0 {
+		u, err := url.Parse(upstream.url)
+		if err != nil {
+			return err
+		}
+		link, err := newRateLink(u.Host, upstreamRate)
+		if err != nil {
+			return err
+		}
+		defer link.Close()
+		linked := *upstream
+		linked.url = "https://" + link.Addr()
+		upstream = &linked
+	}
+	// The mirror's upstream is the upstream Berth, whose certificate it
+	// trusts through the upstream's ca key.
 	mirrorEnv := []string{
-		`REGISTRY_PROXY_UPSTREAMS=[{prefix: ` + mirrorPrefix + `, remoteurl: "` + upstream.url + `"}]`,
-		"SSL_CERT_FILE=" + setup.cert,
+		`REGISTRY_PROXY_UPSTREAMS=[{prefix: ` + mirrorPrefix + `, remoteurl: "` + upstream.url + `", ca: "` + setup.cert + `"}]`,
 	}
 	warm, err := m.start(ctx, "mirror-cached", mirrorEnv)
 	if err != nil {
@@ -117,8 +134,8 @@ func mirrorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if r := m.pull(ctx, warm, mirrorPrefix+"/"+mirrorRepo, img); r.Error != "" {
 		return fmt.Errorf("filling the cached mirror: %s", r.Error)
 	}
-	fmt.Fprintf(stderr, "image of %d layers of %s, %d rounds, %d layers at a time; upstream %s, pushed %s, cached mirror %s\n",
-		*layers, (*byteSize)(&layerSize), *rounds, *jobs, upstream.url, pushed.url, warm.url)
+	fmt.Fprintf(stderr, "image of %d layers of %s, %d rounds, %d layers at a time; upstream %s (link: %s/s, 0: unlimited), pushed %s, cached mirror %s\n",
+		*layers, (*byteSize)(&layerSize), *rounds, *jobs, upstream.url, (*byteSize)(&upstreamRate), pushed.url, warm.url)
 
 	cold := comparison{Test: "pull-cold", Unit: "MB/s"}
 	cached := comparison{Test: "pull-cached", Unit: "MB/s"}

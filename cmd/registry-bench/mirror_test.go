@@ -24,10 +24,17 @@ func TestMirrorMode(t *testing.T) {
 	if out, err := exec.Command(goBin, "build", "-o", bin, "../registry").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	wd := filepath.Join(dir, "w")
+	// Over loopback, and through a link of limited bandwidth (the
+	// mirror and the direct pulls then reach the upstream through it).
+	for _, rate := range []string{"0", "64MiB"} {
+		t.Run("upstream-rate="+rate, func(t *testing.T) { mirrorRound(t, bin, filepath.Join(dir, "w"+rate), rate) })
+	}
+}
+
+func mirrorRound(t *testing.T, bin, wd, rate string) {
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), []string{"mirror", "--berth", bin, "--workdir", wd,
-		"--rounds", "1", "--layers", "2", "--layer-size", "64KiB"}, &out, &errOut)
+	err := run(context.Background(), []string{"mirror", "--berth", bin, "--workdir", wd,
+		"--rounds", "1", "--layers", "2", "--layer-size", "64KiB", "--upstream-rate", rate}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("mirror: %v\n%s\n%s", err, out.String(), errOut.String())
 	}
