@@ -23,6 +23,18 @@ import (
 // breaks it with an inline style.
 func pageServer(t *testing.T, dir, name string) (base, pin string) {
 	t.Helper()
+	return pageServerWith(t, dir, name, map[string]string{
+		"/clean":  `<p id="ok">clean</p>`,
+		"/inline": `<p id="ok" style="color: red">inline style</p>`,
+	})
+}
+
+// pageServerWith serves pages (path → body) over TLS on loopback, under
+// the CSP "default-src 'none'; style-src 'self'", with a certificate for
+// localhost and 127.0.0.1 issued to name by the CA in dir; it returns
+// https://localhost:port and the certificate's SPKI pin.
+func pageServerWith(t *testing.T, dir, name string, pages map[string]string) (base, pin string) {
+	t.Helper()
 	files, err := tlsutil.EnsureCertificates(tlsutil.CAConfig{Dir: dir, Name: name, Hosts: []string{"localhost", "127.0.0.1"}}, false)
 	if err != nil {
 		t.Fatal(err)
@@ -39,8 +51,13 @@ func pageServer(t *testing.T, dir, name string) (base, pin string) {
 			fmt.Fprintf(w, "<!doctype html><html><head><title>%s</title></head><body>%s</body></html>", name, body)
 		}
 	}
-	mux.HandleFunc("/clean", page(`<p id="ok">clean</p>`))
-	mux.HandleFunc("/inline", page(`<p id="ok" style="color: red">inline style</p>`))
+	for path, body := range pages {
+		pattern := path
+		if path == "/" {
+			pattern = "/{$}"
+		}
+		mux.HandleFunc(pattern, page(body))
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

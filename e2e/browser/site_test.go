@@ -160,22 +160,21 @@ http:
   tls:
     certificate: %s
     key: %s
+# The UI signs people in at the token server from the registry's process,
+# trusting its certificate through auth.token.jwksca.
 auth:
   token:
     realm: %s
     service: %s
     issuer: %s
     rootcertbundle: %s
-`, data, port, files.CertFile, files.KeyFile, realm, tokenService, tokenIssuer, filepath.Join(certDir, "token.crt")), 0o600); err != nil {
+    jwksca: [%s]
+`, data, port, files.CertFile, files.KeyFile, realm, tokenService, tokenIssuer, filepath.Join(certDir, "token.crt"), files.CAFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
 	s.cmd = exec.Command(bin, "serve", config)
 	s.cmd.Dir = dir
-	// The UI signs users in at the token server from the registry's
-	// process: it trusts the token server's certificate through the
-	// private CA, as Go programs on Linux take extra roots.
-	s.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+files.CAFile)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
