@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,11 +67,14 @@ type env struct {
 	t     *testing.T
 	srv   *httptest.Server
 	host  string
+	dir   string // the filesystem store's root
 	store *storage.Store
 	drv   driver.Driver
 	opts  []remote.Option // pushes as admin
 	logs  *testutil.Buffer
 	sink  *recordSink
+	// tokenRequests counts the token server's requests.
+	tokenRequests atomic.Int64
 }
 
 // recordSink keeps the events it is given.
@@ -105,7 +110,7 @@ func writeUsers(t *testing.T) *auth.UserStore {
 
 // startTokenServer runs the real token server over TLS; it returns its
 // realm and a verifier that trusts its signing certificate.
-func startTokenServer(t *testing.T, users *auth.UserStore) (string, *auth.Verifier) {
+func startTokenServer(t *testing.T, users *auth.UserStore, count *atomic.Int64) (string, *auth.Verifier) {
 	t.Helper()
 	priv, err := auth.GenerateKey("RS256")
 	if err != nil {
@@ -134,38 +139,60 @@ func startTokenServer(t *testing.T, users *auth.UserStore) (string, *auth.Verifi
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(ts.Handler())
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		ts.Handler().ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	v, err := auth.NewVerifier(auth.VerifierConfig{Issuer: issuer, Service: service, Roots: []*x509.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv.URL + "/token", v
+	// A name, not 127.0.0.1: clients refuse realms at private addresses.
+	// httptest's certificate is valid for *.example.com; exampleTransport
+	// leads the name to loopback.
+	return strings.Replace(srv.URL, "127.0.0.1", "auth.example.com", 1) + "/token", v
+}
+
+// exampleTransport trusts httptest's certificate and dials loopback for
+// every name under example.com.
+func exampleTransport() *http.Transport {
+	// httptest's TLS servers share one certificate: the client of one
+	// trusts the others.
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	srv.Close()
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, err := net.SplitHostPort(addr); err == nil && strings.HasSuffix(host, ".example.com") {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	return tr
 }
 
 // newEnv starts a registry in mode m with the pages on, deletes enabled.
 func newEnv(t *testing.T, m mode) *env {
 	t.Helper()
-	drv, err := filesystem.New(t.TempDir())
+	dir := t.TempDir()
+	drv, err := filesystem.New(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: storage.New(drv), drv: drv, logs: &testutil.Buffer{}, sink: &recordSink{events: make(chan notify.Event, 100)}}
+	e := &env{t: t, dir: dir, store: storage.New(drv), drv: drv, logs: &testutil.Buffer{}, sink: &recordSink{events: make(chan notify.Event, 100)}}
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
 	uc := ui.Config{Store: e.store, Driver: drv, Logger: log, DeleteEnabled: true, Notify: e.sink}
 	rc := registry.Config{Store: e.store, Logger: log, DeleteEnabled: true}
-	// httptest's TLS servers share one certificate: the client of one
-	// trusts the other.
-	client := httptest.NewTLSServer(http.NotFoundHandler())
-	client.Close()
+	tr := exampleTransport()
 	switch m {
 	case modeToken:
 		users := writeUsers(t)
-		realm, v := startTokenServer(t, users)
+		realm, v := startTokenServer(t, users, &e.tokenRequests)
 		if rc.Authorizer, err = registry.NewTokenAuthorizer(realm, service, v); err != nil {
 			t.Fatal(err)
 		}
-		uc.Token = &ui.TokenAuth{Realm: realm, Service: service, Verifier: v, Client: client.Client()}
+		uc.Token = &ui.TokenAuth{Realm: realm, Service: service, Verifier: v, Client: &http.Client{Transport: tr}}
 	case modeHtpasswd:
 		users := writeUsers(t)
 		rc.Authorizer = registry.NewBasicAuthorizer("Berth", users)
@@ -180,7 +207,7 @@ func newEnv(t *testing.T, m mode) *env {
 	t.Cleanup(e.srv.Close)
 	u, _ := url.Parse(e.srv.URL)
 	e.host = u.Host
-	e.opts = []remote.Option{remote.WithTransport(e.srv.Client().Transport)}
+	e.opts = []remote.Option{remote.WithTransport(tr)}
 	if m != modeOpen {
 		e.opts = append(e.opts, remote.WithAuth(&authn.Basic{Username: "admin", Password: passwords["admin"]}))
 	}
@@ -301,9 +328,7 @@ type browser struct {
 
 func (e *env) browser() *browser {
 	jar, _ := cookiejar.New(nil)
-	c := e.srv.Client()
-	c.Jar = jar
-	return &browser{e: e, client: c}
+	return &browser{e: e, client: &http.Client{Transport: e.srv.Client().Transport, Jar: jar}}
 }
 
 // page is an answer: status, headers and body.

@@ -44,9 +44,9 @@ func (u UIConfig) validate() error {
 	return nil
 }
 
-// newUI builds the web pages for the registry's auth mode; nil when they
-// are off.
-func newUI(cfg Config, store *storage.Store, drv driver.Driver, authz registry.Authorizer, sink notify.Sink, mirror *proxy.Proxy, log *slog.Logger) (*ui.Handler, error) {
+// newUI builds the web pages for the registry's auth mode; nil (an
+// untyped nil, so that registry.Config.UI is nil) when they are off.
+func newUI(cfg Config, store *storage.Store, drv driver.Driver, authz registry.Authorizer, sink notify.Sink, mirror *proxy.Proxy, log *slog.Logger) (http.Handler, error) {
 	if !cfg.UI.Enabled {
 		return nil, nil
 	}
