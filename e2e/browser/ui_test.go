@@ -70,7 +70,8 @@ func (b *browser) signInAs(user, password string) {
 // repositories returns the names the repositories table lists.
 func (b *browser) repositories() []string {
 	b.t.Helper()
-	b.do("wait for the repositories table", chromedp.WaitReady(chromedp.CSS("table#repositories")))
+	// The table may be absent when nothing is listed.
+	b.do("wait for the page", chromedp.WaitReady(chromedp.CSS("main#main")))
 	return b.attrs("table#repositories tr[data-repository]", "data-repository")
 }
 
