@@ -2,9 +2,12 @@ package ui_test
 
 import (
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berth-registry/berth/auth"
 )
 
 // pushAll pushes one image into each repository, as admin.
@@ -120,5 +123,41 @@ func TestHtpasswd(t *testing.T) {
 	}
 	if p := b.get("/ui/r/a/one/"); len(parse(t, p.body).class("a", "delete")) != 1 {
 		t.Errorf("no delete link for an htpasswd user")
+	}
+}
+
+// TestSessionGone: when the token server no longer takes a session's
+// refresh token (the user's password changed), the next page signs the
+// visitor out and sends them to the sign-in page.
+func TestSessionGone(t *testing.T) {
+	e := newEnv(t, modeToken)
+	e.pushAll("team/app")
+	bob := e.browser()
+	if p := bob.login("bob", passwords["bob"]); text(parse(t, p.body).id("user")) != "bob" {
+		t.Fatal("bob did not sign in")
+	}
+	data, err := os.ReadFile(e.htFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ht, err := auth.ParseHtpasswd(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ht.SetPassword("bob", "a-new-password", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := ht.WriteFile(e.htFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.users.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// bob's rights on team/app are kept for a while; a repository they
+	// do not cover makes the page ask the token server again.
+	e.pushAll("team/other")
+	p := bob.get("/ui/")
+	if p.url.Path != "/ui/login" || parse(t, p.body).id("user") != nil {
+		t.Fatalf("after the password change: %s (%d)", p.url, p.status)
 	}
 }

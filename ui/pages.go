@@ -42,6 +42,9 @@ func (h *Handler) repositories(w http.ResponseWriter, r *http.Request, s *sessio
 		q = q[:maxQueryLength]
 	}
 	last := r.URL.Query().Get("last")
+	if last != "" && storage.ValidateName(last) != nil {
+		return errNotFound
+	}
 	ctx := r.Context()
 	var shown []string
 	batch := pageSize + 1
@@ -174,6 +177,9 @@ const tagWorkers = 8
 func (h *Handler) tags(w http.ResponseWriter, r *http.Request, s *session, name string, rt rights) error {
 	ctx := r.Context()
 	last := r.URL.Query().Get("last")
+	if last != "" && storage.ValidateTag(last) != nil {
+		return errNotFound
+	}
 	tags, more, err := h.cfg.Store.Tags(ctx, name, storage.Page{N: pageSize, Last: last})
 	if err != nil {
 		return err
@@ -206,7 +212,12 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request, s *session, name 
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	body := tagsBody{Name: name, Tags: rows, Delete: rt.delete, Flash: r.URL.Query().Get("deleted")}
+	body := tagsBody{Name: name, Tags: rows, Delete: rt.delete}
+	// The flash names what was deleted; a link could set any text, so it
+	// shows only a tag or a digest.
+	if f := r.URL.Query().Get("deleted"); storage.ValidateTag(f) == nil || digest.Digest(f).Validate() == nil {
+		body.Flash = f
+	}
 	if more && len(tags) > 0 {
 		body.Next = repoURL(name) + "?" + url.Values{"last": {tags[len(tags)-1]}}.Encode()
 	}

@@ -2,6 +2,7 @@ package ui_test
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -92,5 +93,43 @@ func TestPagesOpen(t *testing.T) {
 	pulls := d.class("code", "pull")
 	if len(pulls) == 0 || text(pulls[0]) != "docker pull "+e.host+"/team/app@"+imgDigest.String() {
 		t.Errorf("pull command: %v", pulls)
+	}
+}
+
+// TestPaging: 120 repositories come 50 a page, each page's a#next leading
+// to the rest, and a search pages the same way.
+func TestPaging(t *testing.T) {
+	e := newEnv(t, modeOpen)
+	names := repoNames(120)
+	seed(t, e.dir, e.store, names)
+	slices.Sort(names)
+	b := e.browser()
+	var seen []string
+	next := "/ui/"
+	for pages := 0; next != ""; pages++ {
+		if pages == 3 {
+			t.Fatal("more than 3 pages")
+		}
+		d := parse(t, b.get(next).body)
+		got := d.values("data-repository")
+		if len(got) != 50 && d.id("next") != nil {
+			t.Fatalf("a page of %d with a next link", len(got))
+		}
+		seen = append(seen, got...)
+		next = ""
+		if a := d.id("next"); a != nil {
+			next, _ = attr(a, "href")
+		}
+	}
+	if !slices.Equal(seen, names) {
+		t.Fatalf("pages showed %d names, want %d in order", len(seen), len(names))
+	}
+	// ns3/ holds 12 names: 10 on no page of their own, all on one.
+	d := parse(t, b.get("/ui/?q=ns3/").body)
+	if got := d.values("data-repository"); len(got) != 12 || d.id("next") != nil {
+		t.Errorf("search ns3/: %d names, next %v", len(got), d.id("next") != nil)
+	}
+	if p := b.get("/ui/r/team/app/?deleted=" + url.QueryEscape("<b>anything you like</b>")); parse(t, p.body).id("flash") != nil {
+		t.Errorf("a flash that is no tag or digest is shown")
 	}
 }

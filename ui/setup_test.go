@@ -73,6 +73,9 @@ type env struct {
 	opts  []remote.Option // pushes as admin
 	logs  *testutil.Buffer
 	sink  *recordSink
+	// users are the token server's or htpasswd's users, from htFile.
+	users  *auth.UserStore
+	htFile string
 	// tokenRequests counts the token server's requests.
 	tokenRequests atomic.Int64
 }
@@ -89,7 +92,7 @@ func (s *recordSink) Notify(_ context.Context, events ...notify.Event) error {
 	return nil
 }
 
-func writeUsers(t *testing.T) *auth.UserStore {
+func writeUsers(t *testing.T, file string) *auth.UserStore {
 	t.Helper()
 	ht, _ := auth.ParseHtpasswd(nil)
 	for user, pw := range passwords {
@@ -97,7 +100,6 @@ func writeUsers(t *testing.T) *auth.UserStore {
 			t.Fatal(err)
 		}
 	}
-	file := filepath.Join(t.TempDir(), "htpasswd")
 	if err := ht.WriteFile(file); err != nil {
 		t.Fatal(err)
 	}
@@ -187,14 +189,18 @@ func newEnv(t *testing.T, m mode) *env {
 	tr := exampleTransport()
 	switch m {
 	case modeToken:
-		users := writeUsers(t)
+		e.htFile = filepath.Join(t.TempDir(), "htpasswd")
+		users := writeUsers(t, e.htFile)
+		e.users = users
 		realm, v := startTokenServer(t, users, &e.tokenRequests)
 		if rc.Authorizer, err = registry.NewTokenAuthorizer(realm, service, v); err != nil {
 			t.Fatal(err)
 		}
 		uc.Token = &ui.TokenAuth{Realm: realm, Service: service, Verifier: v, Client: &http.Client{Transport: tr}}
 	case modeHtpasswd:
-		users := writeUsers(t)
+		e.htFile = filepath.Join(t.TempDir(), "htpasswd")
+		users := writeUsers(t, e.htFile)
+		e.users = users
 		rc.Authorizer = registry.NewBasicAuthorizer("Berth", users)
 		uc.Users = users
 	}
