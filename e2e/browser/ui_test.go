@@ -151,6 +151,11 @@ func TestAliceBrowses(t *testing.T) {
 			t.Errorf("alice may delete team/app:%s, but its row has no a.delete", tag)
 		}
 	}
+	// At desktop width the tags table fits its box: nothing to scroll to,
+	// no column squeezed out of sight.
+	if w := eval[map[string]float64](b, "(() => { const t = document.querySelector('table#tags'); return {table: t.scrollWidth, box: t.parentElement.clientWidth}; })()"); w["table"] > w["box"] {
+		t.Errorf("at %d px the tags table is %v px wide in a box of %v px", desktopWidth, w["table"], w["box"])
+	}
 	b.screenshot("repository")
 
 	// The index: its platforms, and its signature among the referrers.
