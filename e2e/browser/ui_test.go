@@ -209,6 +209,14 @@ func TestAliceBrowses(t *testing.T) {
 	}
 	b.screenshot("image")
 
+	// Signing out ends the session: the next page is anonymous.
+	b.clickAndLoad("form#logout button, form#logout input[type=submit]")
+	b.open("/ui/")
+	if b.exists("#user") || !b.exists("a#login") {
+		t.Errorf("after signing out: #user %q, a#login present %v", b.text("#user"), b.exists("a#login"))
+	}
+	wantSet(t, "repositories after signing out", b.repositories(), []string{"public/base"})
+
 	// Neither her password nor a token reached the registry's log (the
 	// access log names every URL the UI asked for).
 	logText := s.log.String()
