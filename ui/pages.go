@@ -303,7 +303,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, s *session, n
 			body.Config = &configRow{Digest: doc.Config.Digest, MediaType: doc.Config.MediaType, Size: doc.Config.Size}
 			body.Total += doc.Config.Size
 			if c := h.describe.config(ctx, name, doc.Config); c != nil {
-				if c.Created != nil {
+				if c.Created != nil && !c.Created.IsZero() {
 					body.Config.Created = c.Created.UTC().Format("2006-01-02 15:04 UTC")
 				}
 				if c.OS != "" {
