@@ -123,8 +123,13 @@ func (h *Handler) deletable(name string) bool {
 }
 
 func (h *Handler) repositoryGet(w http.ResponseWriter, r *http.Request, s *session) error {
-	p, ok := parseRepoPath(r.PathValue("rest"))
+	rest := r.PathValue("rest")
+	p, ok := parseRepoPath(rest)
 	if !ok {
+		if storage.ValidateName(rest) == nil {
+			// /ui/r/<name>, typed without the slash.
+			return &redirectError{to: repoURL(rest)}
+		}
 		return errNotFound
 	}
 	rt, err := h.allowed(r, s, p.name)
