@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/ui"
 )
 
 func (e *env) tagExists(repo, tag string) bool {
@@ -116,5 +117,30 @@ func TestDeleteManifest(t *testing.T) {
 	first, second := <-e.sink.events, <-e.sink.events
 	if first.Target.Digest.String() != dg.String() || second.Target.Tag != "v1" {
 		t.Errorf("events %+v, %+v", first.Target, second.Target)
+	}
+}
+
+// TestNoDelete: with deletes off, in read-only mode, and on a mirror, no
+// delete control shows and a delete post (valid otherwise) changes nothing.
+func TestNoDelete(t *testing.T) {
+	for what, adjust := range map[string]func(*ui.Config){
+		"deletes off": func(c *ui.Config) { c.DeleteEnabled = false },
+		"read-only":   func(c *ui.Config) { c.ReadOnly = true },
+		"mirror":      func(c *ui.Config) { c.Mirrors = func(name string) bool { return name == "team/app" } },
+	} {
+		e := newEnvWith(t, modeToken, adjust)
+		e.pushAll("team/app")
+		b := e.browser()
+		csrf := csrfOf(t, b.login("alice", passwords["alice"]).body) // alice may delete team/app
+		p := b.get("/ui/r/team/app/")
+		if n := len(parse(t, p.body).class("a", "delete")); n != 0 {
+			t.Errorf("%s: %d delete links", what, n)
+		}
+		if p := b.get("/ui/r/team/app/-/delete?tag=v1"); p.status != http.StatusNotFound {
+			t.Errorf("%s: confirmation page %d", what, p.status)
+		}
+		if p := b.post("/ui/r/team/app/-/delete", url.Values{"tag": {"v1"}, "csrf": {csrf}}); p.status != http.StatusForbidden || !e.tagExists("team/app", "v1") {
+			t.Errorf("%s: delete post %d, tag exists %v", what, p.status, e.tagExists("team/app", "v1"))
+		}
 	}
 }

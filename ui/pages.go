@@ -123,8 +123,13 @@ func (h *Handler) deletable(name string) bool {
 }
 
 func (h *Handler) repositoryGet(w http.ResponseWriter, r *http.Request, s *session) error {
-	p, ok := parseRepoPath(r.PathValue("rest"))
+	rest := r.PathValue("rest")
+	p, ok := parseRepoPath(rest)
 	if !ok {
+		if storage.ValidateName(rest) == nil {
+			// /ui/r/<name>, typed without the slash.
+			return &redirectError{to: repoURL(rest)}
+		}
 		return errNotFound
 	}
 	rt, err := h.allowed(r, s, p.name)
@@ -303,7 +308,7 @@ func (h *Handler) manifest(w http.ResponseWriter, r *http.Request, s *session, n
 			body.Config = &configRow{Digest: doc.Config.Digest, MediaType: doc.Config.MediaType, Size: doc.Config.Size}
 			body.Total += doc.Config.Size
 			if c := h.describe.config(ctx, name, doc.Config); c != nil {
-				if c.Created != nil {
+				if c.Created != nil && !c.Created.IsZero() {
 					body.Config.Created = c.Created.UTC().Format("2006-01-02 15:04 UTC")
 				}
 				if c.OS != "" {

@@ -32,8 +32,8 @@ func TestPagesOpen(t *testing.T) {
 		t.Fatalf("page hooks wrong:\n%s", p.body)
 	}
 
-	p = b.get("/ui/r/team/app/")
-	if p.status != http.StatusOK {
+	p = b.get("/ui/r/team/app")
+	if p.status != http.StatusOK || p.url.Path != "/ui/r/team/app/" {
 		t.Fatalf("tags page: %d\n%s", p.status, p.body)
 	}
 	d = parse(t, p.body)

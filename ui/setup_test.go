@@ -177,6 +177,12 @@ func exampleTransport() *http.Transport {
 // newEnv starts a registry in mode m with the pages on, deletes enabled.
 func newEnv(t *testing.T, m mode) *env {
 	t.Helper()
+	return newEnvWith(t, m, nil)
+}
+
+// newEnvWith is newEnv with a hook that adjusts the pages' configuration.
+func newEnvWith(t *testing.T, m mode, adjust func(*ui.Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	drv, err := filesystem.New(dir)
 	if err != nil {
@@ -203,6 +209,9 @@ func newEnv(t *testing.T, m mode) *env {
 		e.users = users
 		rc.Authorizer = registry.NewBasicAuthorizer("Berth", users)
 		uc.Users = users
+	}
+	if adjust != nil {
+		adjust(&uc)
 	}
 	pages, err := ui.New(uc)
 	if err != nil {

@@ -78,20 +78,16 @@ func newUI(cfg Config, store *storage.Store, drv driver.Driver, authz registry.A
 
 // tokenClient is how the pages reach the token server: trusting the system
 // roots, the CA files trusted for the JWKS URL (auth.token.jwksca), and
-// the registry's own private CA when it uses one (quickstart's auth server
-// has a certificate from it), connecting to ui.tokenaddr when set.
+// the CA of the registry's own certificate (see ownCA), connecting to
+// ui.tokenaddr when set.
 func tokenClient(cfg Config) (*http.Client, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	files := append([]string(nil), cfg.Auth.Token.JWKSCA...)
-	t := cfg.HTTP.TLS
-	if t.Certificate == "" && len(t.LetsEncrypt.Hosts) == 0 && !t.Disabled {
-		ca := filepath.Join(t.PrivateCA.Dir, "ca.crt")
-		if _, err := os.Stat(ca); err == nil {
-			files = append(files, ca)
-		}
+	if ca := ownCA(cfg); ca != "" {
+		files = append(files, ca)
 	}
 	for _, f := range files {
 		pem, err := os.ReadFile(f)
@@ -126,4 +122,26 @@ func tokenClient(cfg Config) (*http.Client, error) {
 		}
 	}
 	return &http.Client{Timeout: 10 * time.Second, Transport: tr}, nil
+}
+
+// ownCA is the CA file of the registry's own certificate, when there is
+// one: its private CA's, or a ca.crt beside http.tls.certificate (the
+// layout of the private CA's directory, which quickstart gives both
+// servers, so that the auth server's certificate comes from it too). "":
+// none.
+func ownCA(cfg Config) string {
+	t := cfg.HTTP.TLS
+	var ca string
+	switch {
+	case t.Disabled || len(t.LetsEncrypt.Hosts) > 0:
+		return ""
+	case t.Certificate != "":
+		ca = filepath.Join(filepath.Dir(t.Certificate), "ca.crt")
+	default:
+		ca = filepath.Join(t.PrivateCA.Dir, "ca.crt")
+	}
+	if _, err := os.Stat(ca); err != nil {
+		return ""
+	}
+	return ca
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -110,5 +112,32 @@ func TestUITokenSignIn(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `id="user">bob<`) || !strings.Contains(string(b), `data-repository="team/app"`) {
 		t.Fatalf("bob signed in: %d\n%s", resp.StatusCode, b)
+	}
+}
+
+// TestUIOwnCA: the pages trust the CA of the registry's own certificate
+// for the token server: the private CA's, or a ca.crt beside certificate
+// files (quickstart's layout).
+func TestUIOwnCA(t *testing.T) {
+	dir := t.TempDir()
+	c := defaultConfig()
+	c.HTTP.TLS.PrivateCA.Dir = dir
+	if got := ownCA(c); got != "" {
+		t.Fatalf("no CA yet: %q", got)
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := ownCA(c); got != ca {
+		t.Errorf("private CA: %q, want %q", got, ca)
+	}
+	c.HTTP.TLS.Certificate, c.HTTP.TLS.Key = filepath.Join(dir, "registry.crt"), filepath.Join(dir, "registry.key")
+	if got := ownCA(c); got != ca {
+		t.Errorf("certificate files beside ca.crt: %q, want %q", got, ca)
+	}
+	c.HTTP.TLS.Certificate = filepath.Join(t.TempDir(), "registry.crt")
+	if got := ownCA(c); got != "" {
+		t.Errorf("certificate files without ca.crt: %q", got)
 	}
 }
