@@ -49,6 +49,7 @@ func TestDeleteTag(t *testing.T) {
 		{"wrong csrf", url.Values{"tag": {"v1"}, "csrf": {"x" + csrf}}, nil},
 		{"other origin", url.Values{"tag": {"v1"}, "csrf": {csrf}}, map[string]string{"Origin": "https://evil.example.com"}},
 		{"cross-site fetch", url.Values{"tag": {"v1"}, "csrf": {csrf}}, map[string]string{"Sec-Fetch-Site": "cross-site"}},
+		{"null origin, cross-site", url.Values{"tag": {"v1"}, "csrf": {csrf}}, map[string]string{"Origin": "null", "Sec-Fetch-Site": "cross-site"}},
 	}
 	for _, r := range refused {
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+action, stringsReader(r.form.Encode()))
@@ -76,7 +77,13 @@ func TestDeleteTag(t *testing.T) {
 		t.Errorf("bob's confirmation page: %d", p.status)
 	}
 
-	p = alice.post(action, url.Values{"tag": {"v1"}, "csrf": {csrf}})
+	// What Chromium sends under Referrer-Policy: no-referrer: Origin null,
+	// and Sec-Fetch-Site to say the post is the site's own.
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+action, stringsReader(url.Values{"tag": {"v1"}, "csrf": {csrf}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "null")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	p = alice.do(req)
 	if p.status != http.StatusOK || p.url.Path != "/ui/r/team/app/" {
 		t.Fatalf("after delete: %d at %s", p.status, p.url)
 	}

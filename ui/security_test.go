@@ -47,6 +47,9 @@ func TestHeaders(t *testing.T) {
 	if p := b.get("/ui/static/berth.css"); p.status != http.StatusOK || !strings.HasPrefix(p.header.Get("Content-Type"), "text/css") {
 		t.Errorf("CSS: %d %s", p.status, p.header.Get("Content-Type"))
 	}
+	if p := b.get("/ui/static/copy.js"); p.status != http.StatusOK || !strings.HasPrefix(p.header.Get("Content-Type"), "text/javascript") {
+		t.Errorf("script: %d %s", p.status, p.header.Get("Content-Type"))
+	}
 }
 
 // TestEscaping: content a pusher controls (a referrer's artifactType) and

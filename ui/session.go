@@ -188,7 +188,10 @@ func checkPost(r *http.Request, s *session) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		return errForbidden
 	}
-	if origin := r.Header.Get("Origin"); origin != "" {
+	// Under Referrer-Policy: no-referrer, browsers send "Origin: null" on
+	// a same-origin form post (Chromium does); Sec-Fetch-Site, checked
+	// above when sent, then tells where the post came from.
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
 		scheme := "https"
 		if r.TLS == nil && r.Header.Get("X-Forwarded-Proto") != "https" {
 			scheme = "http"

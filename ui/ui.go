@@ -1,6 +1,7 @@
 // Package ui is the registry's web pages: what the registry holds, for a
-// person in a browser. Server-rendered html/template pages and one CSS
-// file, embedded; no script is needed.
+// person in a browser. Server-rendered html/template pages, one CSS file
+// and one optional script (Copy buttons), embedded; nothing needs the
+// script.
 //
 // Pages, under /ui/ (a repository name may hold "/", so "-", which never
 // is a name's component, separates it from what follows):
@@ -10,7 +11,7 @@
 //	/ui/r/<name>/-/manifests/<digest>  one manifest
 //	/ui/r/<name>/-/delete              confirm (GET ?tag= or ?digest=), delete (POST)
 //	/ui/login, /ui/logout              sign in and out
-//	/ui/static/<file>                  the CSS
+//	/ui/static/<file>                  the CSS and the script
 //
 // What a person sees is what the registry's own authorization lets them
 // pull (see access.go): with token auth, the pages ask the token server
