@@ -82,6 +82,16 @@ func (a *TokenAuthorizer) Authorize(r *http.Request, need []Access) (string, err
 	return claims.Subject, nil
 }
 
+// Realm is the token endpoint clients are sent to.
+func (a *TokenAuthorizer) Realm() string { return a.realm }
+
+// Service is the registry's name at the token server: the audience of its
+// tokens.
+func (a *TokenAuthorizer) Service() string { return a.service }
+
+// Verifier is what checks the tokens (the web pages check theirs with it).
+func (a *TokenAuthorizer) Verifier() TokenVerifier { return a.verifier }
+
 func bearerToken(r *http.Request) (string, bool) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
@@ -158,6 +168,9 @@ type BasicAuthorizer struct {
 func NewBasicAuthorizer(realm string, users *auth.UserStore) *BasicAuthorizer {
 	return &BasicAuthorizer{challenge: `Basic realm="` + strings.ReplaceAll(realm, `"`, "") + `"`, users: users}
 }
+
+// Users is the htpasswd file's users (the web pages sign them in).
+func (a *BasicAuthorizer) Users() *auth.UserStore { return a.users }
 
 // Authorize implements Authorizer.
 func (a *BasicAuthorizer) Authorize(r *http.Request, need []Access) (string, error) {

@@ -66,6 +66,11 @@ type Config struct {
 	// authorization. Its store must be Store. Nil: no repository is
 	// mirrored.
 	Proxy *proxy.Proxy
+	// UI serves the web pages (package ui) under /ui/, and / redirects
+	// there; it runs behind the access log, the metrics and the panic
+	// recovery like every request. Nil: /ui/ answers 404 like any path
+	// outside the API.
+	UI http.Handler
 }
 
 // Handler serves the distribution API. Create it with New.
@@ -90,6 +95,9 @@ type Handler struct {
 
 // apiRoute is the one route of the API (see ParseRoute).
 const apiRoute = "/v2/*path"
+
+// uiRoute is where Config.UI is mounted.
+const uiRoute = "/ui/*path"
 
 // New returns the API handler.
 func New(cfg Config) *Handler {
@@ -124,6 +132,13 @@ func New(cfg Config) *Handler {
 	// (pulls may still work, so liveness stays 200), for load balancers to
 	// send requests elsewhere.
 	e.GET("/readyz", h.ready)
+	if cfg.UI != nil {
+		ui := gin.WrapH(cfg.UI)
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost} {
+			e.Handle(m, uiRoute, ui)
+		}
+		e.GET("/", func(c *gin.Context) { c.Redirect(http.StatusFound, "/ui/") })
+	}
 	e.NoRoute(func(c *gin.Context) { h.fail(c, errRouteUnknown) })
 	h.engine = e
 	return h

@@ -207,6 +207,8 @@ type Config struct {
 	Notifications NotificationsConfig `yaml:"notifications"`
 	// Proxy makes the registry a pull-through cache (see package proxy).
 	Proxy ProxyConfig `yaml:"proxy"`
+	// UI is Berth's web pages (see package ui and ui.go).
+	UI UIConfig `yaml:"ui"`
 
 	// proxyTransport, when set (by tests), carries the requests to every
 	// upstream. Nil: http.DefaultTransport.
@@ -458,6 +460,7 @@ func defaultConfig() Config {
 	c.Auth.Token.JWKSRefresh = 5 * time.Minute
 	c.Auth.Htpasswd.Realm = "Berth registry"
 	c.Proxy.TTL = proxy.DefaultTTL
+	c.UI.Enabled = true
 	return c
 }
 
@@ -512,6 +515,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.validateProxy(); err != nil {
+		return err
+	}
+	if err := c.UI.validate(); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.Log.Level); err != nil {

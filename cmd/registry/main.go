@@ -197,6 +197,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 			return err
 		}
 	}
+	pages, err := newUI(cfg, store, drv, authz, sink, mirror, log)
+	if err != nil {
+		return err
+	}
 	handler := registry.New(registry.Config{
 		Store:           store,
 		Logger:          apiLog,
@@ -209,6 +213,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr st
 		Notify:          sink,
 		Metrics:         metrics,
 		Proxy:           mirror,
+		UI:              pages,
 	})
 	srv := &http.Server{
 		Handler:           handler,
