@@ -18,6 +18,8 @@ import (
 //	├── doomed/tags/<name>/@<tag>                               retention is removing this tag
 //	├── gc/lock                                                 the collection running, if any
 //	├── proxy/fetched/<name>/@<tag>                             when a pull-through cache last fetched the tag (RFC 3339)
+//	├── proxy/foreign/<name>/@<alg>/<hex>                       a foreign layer of a manifest the cache stored
+//	├── ui/session-key                                          the key sealing the web pages' session cookies (package ui)
 //	└── events/<instance>/…                                     the notification queue (package notify)
 //
 // Upload hash states are kept in memory, not in
