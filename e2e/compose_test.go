@@ -3,10 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -152,6 +156,11 @@ func TestComposeQuickstart(t *testing.T) {
 	}
 	say("compose: push and pull as admin through the containers, wrong password refused")
 
+	// The web page signs admin in at the auth server across the network
+	// (ui.tokenaddr) and then lists what admin pushed.
+	uiSignIn(ctx, t, tr, "https://localhost:"+strconv.Itoa(regPort), password, "team/app")
+	say("compose: the web page signs admin in through the auth container and lists team/app")
+
 	tr.CloseIdleConnections()
 	if err := qs.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -177,4 +186,51 @@ func digest(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// uiSignIn signs user admin in on the registry's web page at base, as a
+// browser does (the sign-in form's CSRF value, the session cookie), and
+// checks that the repositories page then lists repo.
+func uiSignIn(ctx context.Context, t *testing.T, tr http.RoundTripper, base, password, repo string) {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: tr, Jar: jar}
+	get := func(u string) string {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(get(base + "/ui/login"))
+	if m == nil {
+		t.Fatal("the sign-in page has no csrf field")
+	}
+	form := url.Values{"username": {"admin"}, "password": {password}, "csrf": {m[1]}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/ui/login", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", base)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/ui/" {
+		t.Fatalf("sign-in: %d at %s\n%s", resp.StatusCode, resp.Request.URL, b)
+	}
+	page := string(b)
+	if !strings.Contains(page, `id="user"`) || !strings.Contains(page, `data-repository="`+repo+`"`) {
+		t.Fatalf("after sign-in the repositories page does not show admin and %s:\n%s", repo, page)
+	}
 }
