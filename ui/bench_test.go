@@ -48,6 +48,19 @@ func TestTokenBatching(t *testing.T) {
 		t.Errorf("%d token requests for listings within the cache's lifetime", again)
 	}
 	t.Logf("first listing: %d token requests", asked)
+
+	// A search that matches every name, by a visitor who may pull them
+	// all, asks about one token request's worth, not about all 1,000.
+	admin := e.browser()
+	admin.login("admin", passwords["admin"])
+	before = e.tokenRequests.Load()
+	p = admin.get("/ui/?q=repo")
+	if got := parse(t, p.body).values("data-repository"); len(got) != 50 || got[0] != "ns0/repo00000" {
+		t.Fatalf("admin's search shows %d repositories from %v", len(got), got[:min(len(got), 1)])
+	}
+	if asked := e.tokenRequests.Load() - before; asked != 1 {
+		t.Errorf("%d token requests for a search matching 1,000 names, want 1", asked)
+	}
 }
 
 // benchRegistry is the pages (no auth) on a store of n repositories.

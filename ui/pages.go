@@ -48,6 +48,12 @@ func (h *Handler) repositories(w http.ResponseWriter, r *http.Request, s *sessio
 	ctx := r.Context()
 	var shown []string
 	batch := pageSize + 1
+	if q != "" {
+		// A search reads the whole catalog (from the page's start) in one
+		// walk: a walk in batches would list the same directories again
+		// for every batch, each time reading them whole on a filesystem.
+		batch = -1
+	}
 	for len(shown) <= pageSize {
 		names, more, err := h.cfg.Store.Catalog(ctx, storage.Page{N: batch, Last: last})
 		if err != nil {
@@ -59,12 +65,16 @@ func (h *Handler) repositories(w http.ResponseWriter, r *http.Request, s *sessio
 				found = append(found, n)
 			}
 		}
-		if len(found) > 0 {
-			allowed, err := h.access.rights(ctx, r, s, found)
+		// The visitor's rights, one token request's worth of names at a
+		// time: a search that matches thousands asks about what it shows.
+		for len(found) > 0 && len(shown) <= pageSize {
+			part := found[:min(len(found), maxScopes)]
+			found = found[len(part):]
+			allowed, err := h.access.rights(ctx, r, s, part)
 			if err != nil {
 				return h.accessError(err)
 			}
-			for _, n := range found {
+			for _, n := range part {
 				if _, ok := allowed[n]; ok {
 					shown = append(shown, n)
 				}
