@@ -70,6 +70,7 @@ func benchRegistry(b *testing.B, n int) http.Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { drv.Close() }) // before the directory goes: Windows keeps open files
 	store := storage.New(drv)
 	seed(b, dir, store, repoNames(n))
 	h, err := ui.New(ui.Config{Store: store, Driver: drv})

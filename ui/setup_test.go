@@ -188,6 +188,7 @@ func newEnvWith(t *testing.T, m mode, adjust func(*ui.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { drv.Close() }) // before the directory goes: Windows keeps open files
 	e := &env{t: t, dir: dir, store: storage.New(drv), drv: drv, logs: &testutil.Buffer{}, sink: &recordSink{events: make(chan notify.Event, 100)}}
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
 	uc := ui.Config{Store: e.store, Driver: drv, Logger: log, DeleteEnabled: true, Notify: e.sink}
